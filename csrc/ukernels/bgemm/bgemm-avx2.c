@@ -1,0 +1,129 @@
+/* AVX2 binary GEMM (x86-64): no vector popcount on AVX2, so popcount is a 16-entry nibble
+ * table looked up with vpshufb (Mula et al., "Faster population counts using AVX2", 2016).
+ *
+ * The weight panel stores each 256-bit chunk already split into low and high nibbles (one
+ * nibble per byte, 2 x 32 bytes), so XOR of nibbles = nibble of XOR and the inner step per
+ * (row, column) pair is: 2 vpxor + 2 vpshufb + 2 vpaddb. Byte counters (<= 8 per step) are
+ * widened with vpsadbw every 31 steps. MR = 2 rows of A, NR = 4 columns of B. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "../../xk_internal.h"
+
+#define MR 2
+#define NR 4
+#define CHUNK 32            /* bytes of k per step */
+#define MAX_BYTE_STEPS 31   /* 31 * 8 = 248 <= 255 */
+
+static inline void split(__m256i x, __m256i m, __m256i *lo, __m256i *hi) {
+  *lo = _mm256_and_si256(x, m);
+  *hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m);
+}
+
+static inline uint32_t hsum64(__m256i v) {
+  __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return (uint32_t)(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
+}
+
+static inline __m256i load_a(const uint64_t *row, size_t w, size_t kw) {
+  if (w + 4 <= kw) return _mm256_loadu_si256((const __m256i *)(row + w));
+  /* tail chunk: load only the words that exist */
+  const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
+  __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(kw - w)), idx);
+  return _mm256_maskload_epi64((const long long *)(row + w), mask);
+}
+
+static void ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel,
+                    uint32_t *q, size_t ldq) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  const uint64_t *a0 = a, *a1 = a + (mr > 1 ? lda : 0);
+  const __m256i *b = (const __m256i *)panel; /* per chunk: NR x {lo, hi} */
+  const size_t nsteps = xk_div_up(kw, 4);
+  __m256i s00 = zero, s01 = zero, s02 = zero, s03 = zero;
+  __m256i s10 = zero, s11 = zero, s12 = zero, s13 = zero;
+  for (size_t step = 0; step < nsteps;) {
+    size_t end = step + MAX_BYTE_STEPS < nsteps ? step + MAX_BYTE_STEPS : nsteps;
+    __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero;
+    __m256i c10 = zero, c11 = zero, c12 = zero, c13 = zero;
+    for (; step < end; step++, b += 2 * NR) {
+      __m256i a0l, a0h, a1l, a1h;
+      split(load_a(a0, step * 4, kw), m4, &a0l, &a0h);
+      split(load_a(a1, step * 4, kw), m4, &a1l, &a1h);
+#define PAIR(c, al, ah, j)                                                                    \
+  do {                                                                                        \
+    __m256i bl = _mm256_loadu_si256(b + 2 * (j)), bh = _mm256_loadu_si256(b + 2 * (j) + 1);      \
+    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, bl)));               \
+    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, bh)));               \
+  } while (0)
+      PAIR(c00, a0l, a0h, 0); PAIR(c10, a1l, a1h, 0);
+      PAIR(c01, a0l, a0h, 1); PAIR(c11, a1l, a1h, 1);
+      PAIR(c02, a0l, a0h, 2); PAIR(c12, a1l, a1h, 2);
+      PAIR(c03, a0l, a0h, 3); PAIR(c13, a1l, a1h, 3);
+#undef PAIR
+    }
+    s00 = _mm256_add_epi64(s00, _mm256_sad_epu8(c00, zero));
+    s01 = _mm256_add_epi64(s01, _mm256_sad_epu8(c01, zero));
+    s02 = _mm256_add_epi64(s02, _mm256_sad_epu8(c02, zero));
+    s03 = _mm256_add_epi64(s03, _mm256_sad_epu8(c03, zero));
+    s10 = _mm256_add_epi64(s10, _mm256_sad_epu8(c10, zero));
+    s11 = _mm256_add_epi64(s11, _mm256_sad_epu8(c11, zero));
+    s12 = _mm256_add_epi64(s12, _mm256_sad_epu8(c12, zero));
+    s13 = _mm256_add_epi64(s13, _mm256_sad_epu8(c13, zero));
+  }
+  q[0] = hsum64(s00); q[1] = hsum64(s01); q[2] = hsum64(s02); q[3] = hsum64(s03);
+  if (mr > 1) {
+    q[ldq + 0] = hsum64(s10); q[ldq + 1] = hsum64(s11);
+    q[ldq + 2] = hsum64(s12); q[ldq + 3] = hsum64(s13);
+  }
+}
+
+static void panel_chunk_fill(const uint8_t *src, size_t nbytes, uint8_t *dst) {
+  uint8_t tmp[CHUNK] = {0};
+  memcpy(tmp, src, nbytes);
+  for (size_t i = 0; i < CHUNK; i++) {
+    dst[i] = tmp[i] & 0x0f;
+    dst[CHUNK + i] = tmp[i] >> 4;
+  }
+}
+
+static void pack_f32(const float *x, size_t k, uint64_t *out) {
+  const __m256 zero = _mm256_setzero_ps();
+  size_t kw = xk_div_up(k, 64), full = k / 64;
+  for (size_t w = 0; w < full; w++) {
+    const float *p = x + w * 64;
+    uint64_t word = 0;
+    for (int g = 0; g < 8; g++) {
+      __m256 v = _mm256_loadu_ps(p + 8 * g);
+      /* not(x >= 0), unordered true: negative and NaN -> 1; +0 and -0 -> 0 */
+      word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NGE_UQ)) << (8 * g);
+    }
+    out[w] = word;
+  }
+  if (full < kw) {
+    uint64_t word = 0;
+    for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(!(x[i] >= 0.0f)) << (i - full * 64);
+    out[full] = word;
+  }
+}
+
+static void pack_i8(const int8_t *x, size_t k, uint64_t *out) {
+  size_t kw = xk_div_up(k, 64), full = k / 64;
+  for (size_t w = 0; w < full; w++) {
+    __m256i v0 = _mm256_loadu_si256((const __m256i *)(x + w * 64));
+    __m256i v1 = _mm256_loadu_si256((const __m256i *)(x + w * 64 + 32));
+    out[w] = (uint64_t)(uint32_t)_mm256_movemask_epi8(v0) |
+             ((uint64_t)(uint32_t)_mm256_movemask_epi8(v1) << 32);
+  }
+  if (full < kw) {
+    uint64_t word = 0;
+    for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(x[i] < 0) << (i - full * 64);
+    out[full] = word;
+  }
+}
+
+const xk_bgemm_ukernel_desc xk_bgemm_avx2 = {
+    XK_ISA_AVX2, MR, NR, CHUNK, 2, ukernel, pack_f32, pack_i8, panel_chunk_fill,
+};

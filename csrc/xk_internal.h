@@ -1,0 +1,84 @@
+/* Internal declarations shared by the C core (not installed). */
+#ifndef XNORKIT_INTERNAL_H
+#define XNORKIT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "xnorkit/xk.h"
+
+#if defined(_MSC_VER)
+#define XK_THREAD_LOCAL __declspec(thread)
+#else
+#define XK_THREAD_LOCAL _Thread_local
+#endif
+
+/* Record an error message (printf-style) for xk_last_error(); returns `status`. */
+xk_status xk_fail(xk_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void xk_clear_error(void);
+
+static inline size_t xk_div_up(size_t a, size_t b) { return (a + b - 1) / b; }
+static inline size_t xk_round_up(size_t a, size_t b) { return xk_div_up(a, b) * b; }
+
+/* Mask of the valid bits in the last 64-bit word of a k-bit row (all ones if k % 64 == 0). */
+static inline uint64_t xk_tail_mask(size_t k) {
+  return (k % 64) ? ((UINT64_C(1) << (k % 64)) - 1) : ~UINT64_C(0);
+}
+
+static inline uint32_t xk_popcount64_portable(uint64_t x) {
+  x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+  x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+  x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+  return (uint32_t)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
+/*
+ * One ISA's binary GEMM micro-kernel family.
+ *
+ * Panel layout (B pre-packed): columns in blocks of NR; for each block, the k bits in chunks of
+ * `chunk_bytes`; for each chunk the NR rows' chunks back to back, each `chunk_bytes *
+ * panel_expand` bytes (AVX2 stores every chunk split into low and high nibbles: expand 2).
+ * Missing rows (n not a multiple of NR) and bits past k are zero.
+ *
+ * ukernel(mr, kw, a, lda_words, panel_block, q, ldq): for i < mr (mr <= MR), j < NR:
+ *   q[i*ldq + j] = sum_{w < kw} popcount(a[i*lda_words + w] XOR b_j[w])
+ * reading only words w < kw of each A row.
+ */
+typedef void (*xk_bgemm_ukernel_fn)(size_t mr, size_t kw, const uint64_t *a, size_t lda_words,
+                                    const uint8_t *panel_block, uint32_t *q, size_t ldq);
+typedef void (*xk_pack_f32_fn)(const float *x, size_t k, uint64_t *out);
+typedef void (*xk_pack_i8_fn)(const int8_t *x, size_t k, uint64_t *out);
+
+typedef struct xk_bgemm_ukernel_desc {
+  xk_isa isa;
+  size_t mr, nr;
+  size_t chunk_bytes;   /* k bits consumed per step of one row, in bytes */
+  size_t panel_expand;  /* bytes stored per input byte in the panel (1 or 2) */
+  xk_bgemm_ukernel_fn ukernel;
+  xk_pack_f32_fn pack_f32;  /* one row of k floats -> ceil(k/64) words (tail zeroed) */
+  xk_pack_i8_fn pack_i8;
+  /* panel_chunk_fill: write one chunk of one row into the panel from raw bits (nbytes <=
+   * chunk_bytes; the rest zero). NULL means plain copy (panel_expand == 1). */
+  void (*panel_chunk_fill)(const uint8_t *src, size_t nbytes, uint8_t *dst);
+} xk_bgemm_ukernel_desc;
+
+/* Per-ISA descriptors; NULL when the ISA is not compiled into this build. */
+#define XK_UKERNEL(name) extern const xk_bgemm_ukernel_desc xk_bgemm_##name;
+#include "ukernels/bgemm/bgemm.inc"
+#undef XK_UKERNEL
+
+const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa);
+void xk_note_isa(xk_isa isa);
+
+/* Reference kernels (csrc/ref): plain loops over single bits; the C-side oracle. */
+void xk_ref_pack_f32(const float *x, size_t k, uint8_t *out);
+void xk_ref_pack_i8(const int8_t *x, size_t k, uint8_t *out);
+int32_t xk_ref_bdot(const uint8_t *a, const uint8_t *b, size_t k);
+void xk_ref_bgemm(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda, const uint8_t *b,
+                  size_t ldb, const xk_epilogue *ep, void *c, size_t ldc);
+
+#endif
