@@ -50,7 +50,12 @@ static void ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const u
     }
   }
   for (size_t i = 0; i < mr; i++)
-    for (size_t j = 0; j < NR; j++) q[i * ldq + j] = (uint32_t)_mm512_reduce_add_epi64(acc[i][j]);
+    for (size_t j = 0; j < NR; j++) {
+      uint64_t lanes[8];
+      _mm512_storeu_si512((void *)lanes, acc[i][j]);
+      q[i * ldq + j] = (uint32_t)(lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] +
+                                  lanes[6] + lanes[7]);
+    }
 }
 
 static void pack_f32(const float *x, size_t k, uint64_t *out) {
