@@ -18,10 +18,10 @@ _COMMANDS = [
     ("xnorkit.train.cli", "train"),
     ("xnorkit.train.cli", "evaluate"),
     ("xnorkit.convert.cli", "convert"),
-    ("xnorkit.convert.cli", "run"),
     ("xnorkit.convert.cli", "info"),
-    ("xnorkit.convert.cli", "bench"),
     ("xnorkit.convert.cli", "export_c"),
+    ("xnorkit.engine_cli", "run"),
+    ("xnorkit.engine_cli", "bench"),
 ]
 
 
