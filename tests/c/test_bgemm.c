@@ -134,7 +134,7 @@ static void test_gemm(xk_isa isa) {
 }
 
 static void test_errors(void) {
-  uint8_t a[8] = {0}, panel[256];
+  uint8_t a[16] = {0}, panel[256];
   int32_t c[1];
   xk_epilogue ep = {XK_OUT_INT32, NULL, NULL, NULL, NULL};
   CHECK(xk_bgemm(1, 1, 1, a, 8, panel, 0, &ep, c, 1) != XK_OK, "too-small panel rejected");
