@@ -20,9 +20,16 @@ static inline void split(__m256i x, __m256i m, __m256i *lo, __m256i *hi) {
   *hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m);
 }
 
-static inline uint32_t hsum64(__m256i v) {
+/* Sum of the four 64-bit lanes; each lane holds two 32-bit counts (low: column j, high:
+ * column j+1), which never carry into each other (counts < 2^32). */
+static inline uint64_t hsum_pair(__m256i v) {
   __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  return (uint32_t)(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
+  return (uint64_t)_mm_cvtsi128_si64(s) + (uint64_t)_mm_extract_epi64(s, 1);
+}
+
+/* Two byte-count vectors -> one vector of 64-bit lanes holding (count_a | count_b << 32). */
+static inline __m256i sad_pair(__m256i ca, __m256i cb, __m256i zero) {
+  return _mm256_or_si256(_mm256_sad_epu8(ca, zero), _mm256_slli_epi64(_mm256_sad_epu8(cb, zero), 32));
 }
 
 static inline __m256i load_a(const uint64_t *row, size_t w, size_t kw) {
@@ -33,51 +40,57 @@ static inline __m256i load_a(const uint64_t *row, size_t w, size_t kw) {
   return _mm256_maskload_epi64((const long long *)(row + w), mask);
 }
 
-static void ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel,
-                    uint32_t *q, size_t ldq) {
+/* ROWS (1 or 2) is a compile-time constant at each call site. */
+static inline __attribute__((always_inline)) void kernel(const int ROWS, size_t kw, const uint64_t *a0,
+                                                         const uint64_t *a1, const uint8_t *panel,
+                                                         uint32_t *q, size_t ldq) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const __m256i zero = _mm256_setzero_si256();
-  const uint64_t *a0 = a, *a1 = a + (mr > 1 ? lda : 0);
   const __m256i *b = (const __m256i *)panel; /* per chunk: NR x {lo, hi} */
   const size_t nsteps = xk_div_up(kw, 4);
-  __m256i s00 = zero, s01 = zero, s02 = zero, s03 = zero;
-  __m256i s10 = zero, s11 = zero, s12 = zero, s13 = zero;
+  __m256i s001 = zero, s023 = zero, s101 = zero, s123 = zero;
   for (size_t step = 0; step < nsteps;) {
     size_t end = step + MAX_BYTE_STEPS < nsteps ? step + MAX_BYTE_STEPS : nsteps;
     __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero;
     __m256i c10 = zero, c11 = zero, c12 = zero, c13 = zero;
     for (; step < end; step++, b += 2 * NR) {
-      __m256i a0l, a0h, a1l, a1h;
+      __m256i a0l, a0h, a1l = zero, a1h = zero;
       split(load_a(a0, step * 4, kw), m4, &a0l, &a0h);
-      split(load_a(a1, step * 4, kw), m4, &a1l, &a1h);
-#define PAIR(c, al, ah, j)                                                                    \
-  do {                                                                                        \
-    __m256i bl = _mm256_loadu_si256(b + 2 * (j)), bh = _mm256_loadu_si256(b + 2 * (j) + 1);      \
-    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, bl)));               \
-    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, bh)));               \
+      if (ROWS > 1) split(load_a(a1, step * 4, kw), m4, &a1l, &a1h);
+#define PAIR(c, al, ah, j)                                                                     \
+  do {                                                                                         \
+    __m256i bl = _mm256_loadu_si256(b + 2 * (j)), bh = _mm256_loadu_si256(b + 2 * (j) + 1);    \
+    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, bl)));                \
+    c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, bh)));                \
   } while (0)
-      PAIR(c00, a0l, a0h, 0); PAIR(c10, a1l, a1h, 0);
-      PAIR(c01, a0l, a0h, 1); PAIR(c11, a1l, a1h, 1);
-      PAIR(c02, a0l, a0h, 2); PAIR(c12, a1l, a1h, 2);
-      PAIR(c03, a0l, a0h, 3); PAIR(c13, a1l, a1h, 3);
+      PAIR(c00, a0l, a0h, 0); PAIR(c01, a0l, a0h, 1); PAIR(c02, a0l, a0h, 2); PAIR(c03, a0l, a0h, 3);
+      if (ROWS > 1) {
+        PAIR(c10, a1l, a1h, 0); PAIR(c11, a1l, a1h, 1); PAIR(c12, a1l, a1h, 2); PAIR(c13, a1l, a1h, 3);
+      }
 #undef PAIR
     }
-    s00 = _mm256_add_epi64(s00, _mm256_sad_epu8(c00, zero));
-    s01 = _mm256_add_epi64(s01, _mm256_sad_epu8(c01, zero));
-    s02 = _mm256_add_epi64(s02, _mm256_sad_epu8(c02, zero));
-    s03 = _mm256_add_epi64(s03, _mm256_sad_epu8(c03, zero));
-    s10 = _mm256_add_epi64(s10, _mm256_sad_epu8(c10, zero));
-    s11 = _mm256_add_epi64(s11, _mm256_sad_epu8(c11, zero));
-    s12 = _mm256_add_epi64(s12, _mm256_sad_epu8(c12, zero));
-    s13 = _mm256_add_epi64(s13, _mm256_sad_epu8(c13, zero));
+    s001 = _mm256_add_epi64(s001, sad_pair(c00, c01, zero));
+    s023 = _mm256_add_epi64(s023, sad_pair(c02, c03, zero));
+    if (ROWS > 1) {
+      s101 = _mm256_add_epi64(s101, sad_pair(c10, c11, zero));
+      s123 = _mm256_add_epi64(s123, sad_pair(c12, c13, zero));
+    }
   }
-  q[0] = hsum64(s00); q[1] = hsum64(s01); q[2] = hsum64(s02); q[3] = hsum64(s03);
-  if (mr > 1) {
-    q[ldq + 0] = hsum64(s10); q[ldq + 1] = hsum64(s11);
-    q[ldq + 2] = hsum64(s12); q[ldq + 3] = hsum64(s13);
+  uint64_t v;
+  v = hsum_pair(s001); q[0] = (uint32_t)v; q[1] = (uint32_t)(v >> 32);
+  v = hsum_pair(s023); q[2] = (uint32_t)v; q[3] = (uint32_t)(v >> 32);
+  if (ROWS > 1) {
+    v = hsum_pair(s101); q[ldq + 0] = (uint32_t)v; q[ldq + 1] = (uint32_t)(v >> 32);
+    v = hsum_pair(s123); q[ldq + 2] = (uint32_t)v; q[ldq + 3] = (uint32_t)(v >> 32);
   }
+}
+
+static void ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel,
+                    uint32_t *q, size_t ldq) {
+  if (mr > 1) kernel(2, kw, a, a + lda, panel, q, ldq);
+  else kernel(1, kw, a, a, panel, q, ldq);
 }
 
 static void panel_chunk_fill(const uint8_t *src, size_t nbytes, uint8_t *dst) {

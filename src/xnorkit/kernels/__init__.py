@@ -168,20 +168,15 @@ def _wrap(arr: np.ndarray, as_torch: bool):
     return arr
 
 
-def _aligned_empty(shape, dtype=np.uint8, align: int = 64) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(n + align, dtype=np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off : off + n].view(dtype).reshape(shape)
+def _empty(shape, dtype=np.uint8) -> np.ndarray:
+    """np.empty, which is at least 16-byte aligned; the C core needs 8 for packed rows."""
+    return np.empty(shape, dtype=dtype)
 
 
 def _aligned(arr: np.ndarray, align: int = 8) -> np.ndarray:
     if arr.ctypes.data % align == 0:
         return arr
-    out = _aligned_empty(arr.shape, arr.dtype, 64)
-    out[...] = arr
-    return out
+    return arr.copy()  # a fresh allocation is aligned
 
 
 # --------------------------------------------------------------------------- packing
@@ -202,7 +197,7 @@ def pack(x):
         raise ValueError(f"pack: expected a non-empty array with a last axis, got shape {arr.shape}")
     k = arr.shape[-1]
     rows = arr.size // k
-    out = _aligned_empty((*arr.shape[:-1], packed_row_bytes(k)))
+    out = _empty((*arr.shape[:-1], packed_row_bytes(k)))
     flat = arr.reshape(rows, k)
     (_core.pack_f32 if arr.dtype == np.float32 else _core.pack_i8)(flat, out.reshape(-1))
     return _wrap(out, as_torch)
@@ -249,7 +244,7 @@ class PackedWeights:
     def panel(self, isa: str | None = None) -> np.ndarray:
         i = _isa_id(isa or current_isa())
         if i not in self._panels:
-            p = _aligned_empty((_core.panel_size(i, self.n, self.k),))
+            p = np.empty(_core.panel_size(i, self.n, self.k), dtype=np.uint8)
             _core.pack_panel(i, self.bits.reshape(-1), self.n, self.k, p)
             self._panels[i] = p
         return self._panels[i]
@@ -313,14 +308,14 @@ def bgemm(a_bits, b, k: int | None = None, *, out: str = "int32", scale=None, bi
     if out == "bits":
         if threshold is None:
             raise ValueError('bgemm: out="bits" needs threshold (one int32 per output column)')
-        c = _aligned_empty((m, packed_row_bytes(n)))
+        c = _empty((m, packed_row_bytes(n)))
         ldc = packed_row_bytes(n)
     else:
         if threshold is not None or flip is not None:
             raise ValueError(f'bgemm: threshold/flip only apply to out="bits", not {out!r}')
         if out == "int32" and (scale is not None or bias is not None):
             raise ValueError('bgemm: scale/bias only apply to out="float"')
-        c = _aligned_empty((m, n), np.int32 if out == "int32" else np.float32)
+        c = _empty((m, n), np.int32 if out == "int32" else np.float32)
         ldc = n
     _core.bgemm(m, n, k, arr.reshape(-1), rb, b.panel(), _OUT_KINDS[out], scale, bias, threshold, flip,
                 c.reshape(-1).view(np.uint8), ldc)
