@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,13 @@ import numpy as np
 import torch
 
 from xnorkit.data import cifar
-from xnorkit.data.files import DatasetError, RemoteFile, ensure_file, resolve_root
+from xnorkit.data.files import (
+    DatasetError,
+    RemoteFile,
+    atomic_write_bytes,
+    ensure_file,
+    resolve_root,
+)
 from xnorkit.data.idx import read_idx
 
 __all__ = [
@@ -212,10 +217,7 @@ def _extract_cifar_tarball(folder: Path, download: bool, verify: bool) -> None:
                 continue
             data = tar.extractfile(member).read()  # type: ignore[union-attr]
             cifar._check_md5(data, cifar.BIN_MD5[stem], f"{tar_path}:{member.name}", "member")
-            fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=out)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, out / base)
+            atomic_write_bytes(out / base, data)
 
 
 def _cifar_batch(folder: Path, batch: str, download: bool, verify: bool):

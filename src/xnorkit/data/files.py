@@ -28,6 +28,8 @@ __all__ = [
     "verify_file",
     "download",
     "ensure_file",
+    "atomic_write_bytes",
+    "temp_file_for",
 ]
 
 ENV_VAR = "XNORKIT_DATA"
@@ -53,6 +55,20 @@ class RemoteFile:
     md5: str
     urls: Sequence[str] = field(default_factory=tuple)
     size: int | None = None
+
+
+def temp_file_for(dest: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str]:
+    """``(fd, path)`` of a new temporary file beside ``dest``, for a later ``os.replace``.
+
+    Unlike a bare ``mkstemp`` (mode 0600) the file gets the usual permissions (0666 minus
+    the umask), so the renamed result looks like any other file the user writes.
+    """
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+    return fd, tmp
 
 
 def default_root() -> Path:
@@ -103,7 +119,7 @@ def download(url: str, dest: str | os.PathLike, md5: str | None = None, *,
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = temp_file_for(dest, ".part")
     h = hashlib.md5()
     try:
         with os.fdopen(fd, "wb") as out:
@@ -187,7 +203,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_for(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
