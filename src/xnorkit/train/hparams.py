@@ -19,7 +19,11 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+from xnorkit.optim.schedules import Constant, ExponentialDecay, PolynomialDecay, Schedule
+
 __all__ = [
+    "CosineDecay",
+    "make_schedule",
     "HParams",
     "SCHEDULED",
     "SCHEDULE_KINDS",
@@ -56,6 +60,9 @@ class HParams:
             hyperparameters (tau, gamma, sigma of the spec, §7.3).
         bop_correction: Bop2ndOrder bias correction: ``none``, ``code`` (the seed's /gamma,
             /sigma) or ``adam``.
+        latent_clip: clip latent binary weights to [-c, c] after every step (BinaryNet: 1;
+            None disables; latent-weight optimizers only). Layers that declare their own
+            ``weight_clip`` are clipped to it as well.
         momentum: SGD momentum; adam_betas: Adam betas; weight_decay: L2 on float parameters.
         l1: L1 penalty on all trainable parameters (seed 000's ``--reg``; 0 disables it).
         glorot_lr_scale: BinaryNet's per-layer learning-rate scale of latent binary weights.
@@ -88,6 +95,7 @@ class HParams:
     sigma_end: float | None = None
     sigma_decay: float = 0.1
     bop_correction: str = "none"
+    latent_clip: float | None = 1.0
     momentum: float = 0.9
     adam_betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -157,39 +165,71 @@ class HParams:
         return dataclasses.replace(self, model=model, **changes)
 
 
-def schedule_value(hp: HParams, name: str, step: int, steps_per_epoch: int) -> float:
-    """Value of the scheduled hyperparameter ``name`` at optimizer step ``step``.
+@dataclass(frozen=True)
+class CosineDecay(Schedule):
+    """Cosine decay: v(t) = v_end + (v0 - v_end) * (1 + cos(pi * min(t, D) / D)) / 2.
 
-    With v0 = ``hp.<name>``, v1 = ``hp.<name>_end``, D = ``decay_epochs`` (default
-    ``epochs``) x ``steps_per_epoch`` steps and t = min(step, D) / D:
+    Args:
+        initial_value: v0, the value at step 0.
+        decay_steps: D > 0, in optimizer steps.
+        end_value: the value from step D on.
+    """
+
+    initial_value: float
+    decay_steps: float
+    end_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.decay_steps > 0:
+            raise ValueError(f"CosineDecay: decay_steps must be > 0, got {self.decay_steps}")
+
+    def __call__(self, step: int) -> float:
+        t = min(int(step), self.decay_steps) / self.decay_steps
+        return self.end_value + (self.initial_value - self.end_value) * (1 + math.cos(math.pi * t)) / 2
+
+
+def make_schedule(hp: HParams, name: str, steps_per_epoch: int) -> Schedule:
+    """The schedule (a picklable callable of the optimizer step) of hyperparameter ``name``.
+
+    With v0 = ``hp.<name>``, v1 = ``hp.<name>_end``, E = ``decay_epochs`` (default
+    ``epochs``) and D = E x ``steps_per_epoch`` steps:
 
     - ``constant``: v0
-    - ``step``: v0 * decay ** floor(step / D) (Keras ExponentialDecay, staircase)
-    - ``exponential``: v0 * (v1 / v0) ** (floor(step / steps_per_epoch) / epochs_D) — a
-      per-epoch geometric decay reaching v1 after D (BinaryNet's LR_start -> LR_fin)
-    - ``linear``: v0 + (v1 - v0) * t (Keras PolynomialDecay with power 1)
-    - ``cosine``: v1 + (v0 - v1) * (1 + cos(pi * t)) / 2, with v1 = 0 when unset
+    - ``step``: v0 * decay ** floor(step / D) (Keras ExponentialDecay, staircase; seed 004's
+      "x0.1 every 100 epochs")
+    - ``exponential``: v0 * (v1 / v0) ** (floor(step / steps_per_epoch) / E): multiplied by
+      (v1 / v0) ** (1 / E) after every epoch, reaching v1 after E epochs (BinaryNet's
+      LR_start -> LR_fin)
+    - ``linear``: v0 + (v1 - v0) * min(step, D) / D (Keras PolynomialDecay, power 1)
+    - ``cosine``: v1 + (v0 - v1) * (1 + cos(pi * min(step, D) / D)) / 2 (v1 = 0 when unset)
+
+    Raises:
+        ValueError: an exponential schedule without positive start and end values.
     """
     v0 = float(getattr(hp, name))
     kind = getattr(hp, f"{name}_schedule")
     if kind == "constant":
-        return v0
-    d_epochs = hp.decay_epochs if hp.decay_epochs is not None else max(hp.epochs, 1)
-    d_steps = max(1, int(round(d_epochs * steps_per_epoch)))
+        return Constant(v0)
+    spe = max(1, int(steps_per_epoch))
+    d_epochs = float(hp.decay_epochs if hp.decay_epochs is not None else max(hp.epochs, 1))
+    d_steps = d_epochs * spe
     if kind == "step":
-        return v0 * getattr(hp, f"{name}_decay") ** (step // d_steps)
+        return ExponentialDecay(v0, d_steps, float(getattr(hp, f"{name}_decay")), staircase=True)
     v1 = getattr(hp, f"{name}_end")
-    t = min(step, d_steps) / d_steps
     if kind == "exponential":
-        if v0 <= 0 or v1 <= 0:
-            raise ValueError(f"hparams.{name}: exponential schedule needs positive start and end, "
-                             f"got {v0} and {v1}")
-        epoch = min(step // max(1, steps_per_epoch), d_epochs)
-        return v0 * (v1 / v0) ** (epoch / d_epochs)
+        if v0 <= 0 or v1 is None or v1 <= 0:
+            raise ValueError(f"hparams.{name}: the exponential schedule needs positive start and "
+                             f"end values, got {v0} and {v1}")
+        return ExponentialDecay(v0, spe, (v1 / v0) ** (1.0 / d_epochs), staircase=True)
     if kind == "linear":
-        return v0 + (v1 - v0) * t
-    v1 = 0.0 if v1 is None else float(v1)
-    return v1 + (v0 - v1) * (1 + math.cos(math.pi * t)) / 2
+        return PolynomialDecay(v0, d_steps, float(v1), power=1.0)
+    return CosineDecay(v0, d_steps, 0.0 if v1 is None else float(v1))
+
+
+def schedule_value(hp: HParams, name: str, step: int, steps_per_epoch: int) -> float:
+    """Value of the scheduled hyperparameter ``name`` at optimizer step ``step``
+    (see :func:`make_schedule`)."""
+    return float(make_schedule(hp, name, steps_per_epoch)(step))
 
 
 # ------------------------------------------------------------------------------ registry

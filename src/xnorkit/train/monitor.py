@@ -1,8 +1,8 @@
-"""What the trainer watches: binary layers, weight flips, histograms, TensorBoard output.
+"""What the trainer watches: histograms of weights and activations, TensorBoard output.
 
-Binary layers are found through their declared export spec (``layer.export_spec()``,
-``weight_bits == 1``), never by name. Their effective weights come from
-``layer.quantized_weight()``.
+Quantized layers are found through their declared export spec (``layer.export_spec()``),
+never by name; their effective weights come from ``layer.quantized_weight()``. The flip
+ratio comes from :class:`xnorkit.metrics.FlipRatio`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from torch import nn
 
 __all__ = [
     "quantized_layers",
-    "binary_weight_layers",
-    "SignSnapshot",
     "TensorBoardLogger",
     "capture_activations",
 ]
@@ -27,44 +25,6 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every layer that declares an export spec (xnorkit.nn layers)."""
     return [(n, m) for n, m in model.named_modules()
             if callable(getattr(m, "export_spec", None)) and callable(getattr(m, "quantized_weight", None))]
-
-
-def binary_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The quantized layers whose deployed weights are 1-bit."""
-    out = []
-    for name, m in quantized_layers(model):
-        try:
-            bits = m.export_spec().weight_bits
-        except Exception:  # a layer whose spec cannot be computed is not monitored
-            continue
-        if bits == 1:
-            out.append((name, m))
-    return out
-
-
-class SignSnapshot:
-    """Signs of the binary weights at one moment, to count flips after an optimizer step.
-
-    The flip ratio is the fraction of binary weights whose sign differs between the
-    snapshot and :meth:`flip_ratio`'s call (Bop's "flip ratio", Helwegen et al. 2019).
-    """
-
-    def __init__(self, layers: list[tuple[str, nn.Module]]) -> None:
-        self.layers = layers
-        with torch.no_grad():
-            self.signs = [m.quantized_weight().detach() >= 0 for _, m in layers]
-
-    def flip_ratio(self) -> float | None:
-        """Fraction of flipped binary weights (None when the model has no binary weights)."""
-        if not self.layers:
-            return None
-        flips = total = 0
-        with torch.no_grad():
-            for (_, m), before in zip(self.layers, self.signs):
-                now = m.quantized_weight().detach() >= 0
-                flips += int((now != before).sum())
-                total += now.numel()
-        return flips / total
 
 
 @contextmanager

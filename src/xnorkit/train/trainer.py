@@ -49,13 +49,13 @@ from xnorkit.train.distributed import (
 )
 from xnorkit.train.hparams import HParams
 from xnorkit.train.losses import get_loss
-from xnorkit.train.monitor import (
-    SignSnapshot,
-    TensorBoardLogger,
-    binary_weight_layers,
-    capture_activations,
+from xnorkit.train.monitor import TensorBoardLogger, capture_activations
+from xnorkit.train.setup import (
+    apply_weight_constraints,
+    build_model,
+    build_optimizer,
+    scheduled_values,
 )
-from xnorkit.train.setup import apply_weight_constraints, build_model, build_optimizer
 
 __all__ = ["RunConfig", "fit", "evaluate_model", "hardware_info", "CHECKPOINT_VERSION"]
 
@@ -242,7 +242,9 @@ class _Trainer:
             self.model = model
         self.optimizer = build_optimizer(self.raw_model, self.hp, len(self.train_loader))
         self.loss_fn = get_loss(self.hp.loss)
-        self.binary_layers = binary_weight_layers(self.raw_model)
+        from xnorkit.metrics import FlipRatio
+
+        self.flips = FlipRatio(self.raw_model)
         # Dropout and other in-training randomness: distinct per rank, reproducible.
         torch.manual_seed(cfg.seed * 1_000_003 + 7919 * self.dist.rank + 1)
         self.epoch = 0
@@ -451,18 +453,18 @@ class _Trainer:
                 bar = tqdm(total=steps_per_epoch, initial=self.step_in_epoch, leave=False,
                            desc=f"epoch {self.epoch + 1}/{hp.epochs}", dynamic_ncols=True,
                            disable=not (cfg.progress and self.main), unit="step")
-                vals = {}
                 for x, y in self.train_loader.epoch(self.epoch, self.step_in_epoch):
-                    vals = self.optimizer.set_step(self.global_step)
                     log_now = (self.global_step + 1) % cfg.log_every == 0
-                    snap = SignSnapshot(self.binary_layers) if log_now else None
+                    if log_now:
+                        vals = scheduled_values(hp, self.global_step, steps_per_epoch)
+                        self.flips.reset()
                     out = self.model(x)
                     loss = self.loss_fn(out, y)
                     total_loss = loss
                     if hp.l1:
                         total_loss = loss + hp.l1 * sum(p.abs().sum() for p in self.raw_model.parameters()
                                                         if p.requires_grad)
-                    self.optimizer.zero_grad()
+                    self.optimizer.zero_grad(set_to_none=True)
                     total_loss.backward()
                     self.optimizer.step()
                     apply_weight_constraints(self.raw_model)
@@ -475,7 +477,7 @@ class _Trainer:
                     bar.update(1)
                     if log_now:
                         n = max(acc[2].item(), 1.0)
-                        flip = snap.flip_ratio() if snap is not None else None
+                        flip = self.flips.update().total if self.flips.numel else None
                         scal = {"train/loss": loss.item(), "train/accuracy_running": acc[1].item() / n,
                                 "train/flip_ratio": flip}
                         scal |= {f"hparams/{k}": v for k, v in vals.items()}
@@ -500,6 +502,7 @@ class _Trainer:
                 # ---- end of epoch
                 all_reduce_sum(acc, self.dist)
                 n = max(acc[2].item(), 1.0)
+                vals = scheduled_values(hp, max(self.global_step - 1, 0), steps_per_epoch)
                 res = self._evaluate("epoch")
                 load = _loadavg()
                 if load is not None:
