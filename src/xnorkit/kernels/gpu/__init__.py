@@ -158,11 +158,13 @@ def pack(x: torch.Tensor, dtype: torch.dtype = torch.int32) -> torch.Tensor:
     if dtype not in (torch.int32, torch.int64):
         raise ValueError(f"pack: dtype must be torch.int32 or torch.int64, got {dtype}")
     k = x.shape[-1]
+    mod = _load_triton()
+    if mod.INTERPRET and x.dtype == torch.bfloat16:
+        x = x.float()  # numpy (the interpreter) has no bfloat16; exact, same signs
     flat = x.reshape(-1, k)
     r = flat.shape[0]
     w = packed_words(k)
     out = torch.empty((r, w), dtype=torch.int32, device=x.device)
-    mod = _load_triton()
     block_r, block_w = (8, 4) if mod.INTERPRET else (16, 8)
     grid = (triton_cdiv(r, block_r), triton_cdiv(w, block_w))
     mod.pack_kernel[grid](
