@@ -263,16 +263,16 @@ def _resolve_cls(spec, role: str):
 
 
 def _torch_factory(cls, kwargs: dict, scale_of: Callable[[torch.Tensor], float] | None,
-                   schedulers: list):
+                   schedulers: list, kind: str):
     """Factory for a learning-rate optimizer, with optional per-tensor LR scale and LR schedule."""
     kwargs = dict(kwargs)
     lr = kwargs.pop("lr", None)
 
     def factory(params: list):
         if scale_of is None:
-            groups = [{"params": params, "lr_scale": 1.0}]
+            groups = [{"params": params, "lr_scale": 1.0, "kind": kind}]
         else:
-            groups = [{"params": [p], "lr_scale": scale_of(p)} for p in params]
+            groups = [{"params": [p], "lr_scale": scale_of(p), "kind": kind} for p in params]
         scheduled = callable(lr)
         for g in groups:
             if lr is not None:
@@ -329,7 +329,9 @@ def make_optimizer(model: nn.Module, binary: str | Factory = "bop",
 
     Returns:
         A :class:`CaseOptimizer` with the binary optimizer in slot 0 and the float one as
-        default.
+        default. Param groups built here carry ``kind`` (``"binary"`` for Bop-type groups,
+        ``"latent"`` for latent binary weights, ``"float"`` for the rest) and, for the
+        learning-rate optimizers, ``lr_scale``.
 
     Raises:
         ValueError: unknown optimizer names, a Bop-type ``float`` optimizer, options that do
@@ -361,16 +363,17 @@ def make_optimizer(model: nn.Module, binary: str | Factory = "bop",
 
     schedulers: list = []
     if flip:
-        bfactory = functools.partial(bcls, **binary_kwargs)
+        def bfactory(params: list):
+            return bcls([{"params": params, "kind": "binary"}], **binary_kwargs)
     elif isinstance(bcls, type) and issubclass(bcls, Optimizer):
         scale = (lambda p: _glorot_lr_scale(p) if p.dim() >= 2 else 1.0) if glorot_lr_scale else None
-        bfactory = _torch_factory(bcls, binary_kwargs, scale, schedulers)
+        bfactory = _torch_factory(bcls, binary_kwargs, scale, schedulers, "latent")
     else:
         if glorot_lr_scale:
             raise ValueError("make_optimizer: glorot_lr_scale needs a named optimizer, not a factory")
         bfactory = functools.partial(bcls, **binary_kwargs)
     if isinstance(fcls, type) and issubclass(fcls, Optimizer):
-        ffactory = _torch_factory(fcls, float_kwargs, None, schedulers)
+        ffactory = _torch_factory(fcls, float_kwargs, None, schedulers, "float")
     else:
         ffactory = functools.partial(fcls, **float_kwargs)
 
