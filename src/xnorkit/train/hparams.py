@@ -13,6 +13,7 @@ have a start value ``X``, a kind ``X_schedule`` and an end value ``X_end`` or a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -284,7 +285,7 @@ def get_hparams(model: str, name: str = "default") -> HParams:
     if name not in sets:
         known = ", ".join(sorted(sets)) or "none registered"
         raise ValueError(f"unknown hparams set {name!r} for model {model!r}; known: {known}")
-    return sets[name]()
+    return copy.deepcopy(sets[name]())
 
 
 def _ensure_builtin() -> None:
