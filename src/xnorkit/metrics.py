@@ -6,11 +6,12 @@ Bop it is the fraction of weights flipped; with latent-weight training (BinaryNe
 Courbariaux et al. 2016) it is the fraction of latent weights that crossed zero. A weight's
 sign is sign0 (bit 1 means -1, 0 counts as +1), the convention of the deployed kernels.
 
-Example:
-    >>> tracker = FlipRatio(model)          # snapshot of the current signs
-    >>> opt.step()
-    >>> r = tracker.update()                # flips since the snapshot; takes a new one
-    >>> r.total, r.per_layer["fc1.weight"]
+Example::
+
+    tracker = FlipRatio(model)      # snapshot of the current signs
+    opt.step()
+    r = tracker.update()            # flips since the snapshot; then a new snapshot
+    r.total, r.per_layer["fc1.weight"], r.as_dict()   # as_dict() for loggers
 """
 
 from __future__ import annotations

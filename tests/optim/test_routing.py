@@ -262,3 +262,32 @@ def test_with_xnorkit_nn_layers_if_available():
     net(torch.randn(4, 6)).sum().backward()
     opt.step()
     assert set(net[0].weight.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_init_binary_on_a_model_touches_binary_weights_only(layers):
+    from xnorkit.optim import init_binary_
+
+    net = layers.make_net()
+    float_w = net[2].weight.detach().clone()
+    done = init_binary_(net)
+    assert [id(p) for p in done] == [id(net[0].weight), id(net[3].weight)]
+    assert set(net[3].weight.unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(net[2].weight, float_w)
+
+
+def test_layer_declaring_binary_weights_without_weight_param():
+    from types import SimpleNamespace
+
+    class Odd(nn.Module):
+        def export_spec(self):
+            return SimpleNamespace(weight_bits=1)
+
+    with pytest.raises(TypeError, match="declares weight_bits == 1 but has no 'weight'"):
+        binary_parameters(nn.Sequential(Odd()))
+
+    class NoBits(nn.Module):
+        def export_spec(self):
+            return object()
+
+    with pytest.raises(TypeError, match="without a 'weight_bits' field"):
+        binary_parameters(nn.Sequential(NoBits()))

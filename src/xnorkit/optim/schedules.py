@@ -9,6 +9,8 @@ Bop2ndOrder's sigma (these optimizers evaluate them themselves, see
 :class:`ScheduleLR`). Any callable of the step works as well; the classes here add
 validation, a readable ``repr``, equality and pickling (they are allow-listed for
 ``torch.load(..., weights_only=True)``, so checkpoints holding them stay loadable).
+Schedules are stored in optimizer state dicts, so a run that saves checkpoints needs
+picklable ones: these classes or module-level functions, not lambdas.
 
 Formulas (Keras semantics, spec seeds.md §7.3):
 
