@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
