@@ -3,7 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.xnorkit-installed
-CSRC    := $(shell find csrc include bindings -type f 2>/dev/null) CMakeLists.txt pyproject.toml
+# Any source change (also a new Python module: the editable install maps files at install time)
+# re-runs the install; CMake rebuilds only what changed.
+CSRC    := $(shell find csrc include bindings src -type f -not -name "*.pyc" 2>/dev/null) CMakeLists.txt pyproject.toml
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench clean
