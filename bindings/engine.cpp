@@ -1,4 +1,368 @@
-// Bindings of the model engine (csrc/runtime): filled in by the engine work.
+// Bindings of the model engine (csrc/runtime) and of its operators (csrc/ops, exposed as
+// xnorkit._core.ops for tests and benchmarks). Thin: arrays in, status codes out as exceptions.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include "common.h"
 
-void bind_engine(nanobind::module_ &m) { (void)m; }
+extern "C" {
+#include "ops/xk_ops.h"
+}
+
+namespace nb = nanobind;
+
+namespace {
+
+template <typename T>
+using In = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
+
+// A numpy array owning freshly allocated, zeroed, 64-byte aligned memory.
+template <typename T>
+nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape) {
+  size_t n = 1;
+  for (size_t s : shape) n *= s;
+  size_t bytes = (n * sizeof(T) + 63) / 64 * 64 + 64;
+  void *raw = ::operator new(bytes + 64);
+  std::memset(raw, 0, bytes + 64);
+  uintptr_t p = (reinterpret_cast<uintptr_t>(raw) + sizeof(void *) + 63) / 64 * 64;
+  reinterpret_cast<void **>(p)[-1] = raw;
+  nb::capsule owner(reinterpret_cast<void *>(p), [](void *q) noexcept { ::operator delete(reinterpret_cast<void **>(q)[-1]); });
+  return nb::ndarray<nb::numpy, T>(reinterpret_cast<T *>(p), shape.size(), shape.data(), owner);
+}
+
+// Aligned scratch buffer.
+struct Buffer {
+  std::vector<uint64_t> words;
+  explicit Buffer(size_t bytes) : words((bytes + 7) / 8 + 8, 0) {}
+  void *data() { return words.data(); }
+  size_t size() const { return words.size() * 8; }
+};
+
+xk_conv_shape conv_shape(const std::vector<size_t> &v) {
+  if (v.size() != 15) throw nb::value_error("conv shape: expected 15 ints (n,h,w,c,oc,kh,kw,sh,sw,dh,dw,pt,pl,pb,pr)");
+  xk_conv_shape s;
+  std::memset(&s, 0, sizeof s);
+  s.n = v[0]; s.h = v[1]; s.w = v[2]; s.c = v[3]; s.oc = v[4]; s.kh = v[5]; s.kw = v[6];
+  s.stride_h = v[7]; s.stride_w = v[8]; s.dil_h = v[9]; s.dil_w = v[10];
+  s.pad_t = v[11]; s.pad_l = v[12]; s.pad_b = v[13]; s.pad_r = v[14];
+  return s;
+}
+
+xk_pool_shape pool_shape(const std::vector<size_t> &v) {
+  if (v.size() != 12) throw nb::value_error("pool shape: expected 12 ints (n,h,w,c,kh,kw,sh,sw,pt,pl,pb,pr)");
+  xk_pool_shape s;
+  s.n = v[0]; s.h = v[1]; s.w = v[2]; s.c = v[3]; s.kh = v[4]; s.kw = v[5]; s.stride_h = v[6]; s.stride_w = v[7];
+  s.pad_t = v[8]; s.pad_l = v[9]; s.pad_b = v[10]; s.pad_r = v[11];
+  return s;
+}
+
+// Output stage parsed from a dict; keeps the arrays alive.
+struct Output {
+  xk_output o;
+  std::vector<nb::object> keep;
+  template <typename T>
+  const T *arr(nb::dict d, const char *key, size_t need) {
+    if (!d.contains(key) || d[key].is_none()) return nullptr;
+    auto a = nb::cast<In<T>>(d[key]);
+    if (a.size() < need) throw nb::value_error((std::string("output stage: '") + key + "' too short").c_str());
+    keep.push_back(nb::cast(a));
+    return a.data();
+  }
+  Output(nb::dict d, size_t n) {
+    std::memset(&o, 0, sizeof o);
+    std::string kind = d.contains("kind") ? nb::cast<std::string>(d["kind"]) : "float";
+    if (kind == "float") o.kind = XK_OUT_FLOAT;
+    else if (kind == "int32") o.kind = XK_OUT_INT32;
+    else if (kind == "bits") o.kind = XK_OUT_BITS;
+    else throw nb::value_error("output kind must be float, int32 or bits");
+    o.scale = arr<float>(d, "scale", n);
+    o.bias = arr<float>(d, "bias", n);
+    o.post_scale = arr<float>(d, "post_scale", n);
+    o.post_bias = arr<float>(d, "post_bias", n);
+    o.threshold = arr<int32_t>(d, "threshold", n);
+    o.flip = arr<uint8_t>(d, "flip", n);
+    o.act.kind = d.contains("act") ? (xk_act)nb::cast<int>(d["act"]) : XK_ACT_NONE;
+    o.act.lo = d.contains("lo") ? nb::cast<float>(d["lo"]) : -1.0f;
+    o.act.hi = d.contains("hi") ? nb::cast<float>(d["hi"]) : 1.0f;
+    if (d.contains("alpha") && !d["alpha"].is_none()) {
+      auto a = nb::cast<In<float>>(d["alpha"]);
+      keep.push_back(nb::cast(a));
+      o.act.alpha = a.data();
+      o.act.alpha_count = a.size();
+    }
+  }
+};
+
+// Output array for rows x n channels of the stage's kind.
+nb::object out_array(const xk_output &o, size_t rows, size_t n, size_t *ldc) {
+  switch (o.kind) {
+    case XK_OUT_BITS: *ldc = xk_packed_row_bytes(n); return nb::cast(new_array<uint8_t>({rows, *ldc}));
+    case XK_OUT_INT32: *ldc = n; return nb::cast(new_array<int32_t>({rows, n}));
+    default: *ldc = n; return nb::cast(new_array<float>({rows, n}));
+  }
+}
+
+void *data_of(nb::object a) { return nb::cast<nb::ndarray<nb::numpy>>(a).data(); }
+
+size_t conv_rows(const xk_conv_shape &s) {
+  size_t oh, ow;
+  xk_check(xk_conv_out_size(&s, &oh, &ow));
+  return s.n * oh * ow;
+}
+
+// ---------------------------------------------------------------- binary ops
+nb::object bconv2d(std::vector<size_t> shape, int pad, In<uint8_t> w, size_t tap_bits, In<uint8_t> x, nb::dict out) {
+  xk_conv_shape s = conv_shape(shape);
+  Output o(out, s.oc);
+  size_t rows = conv_rows(s);
+  if (x.size() < s.n * s.h * s.w * xk_packed_row_bytes(s.c)) throw nb::value_error("bconv2d: input too small");
+  if (w.ndim() != 2 || w.shape(0) != s.oc) throw nb::value_error("bconv2d: weights must be (oc, row_bytes) uint8");
+  size_t psize = xk_bconv2d_packed_size(&s, (xk_pad_value)pad);
+  if (!psize) xk_check(XK_ERR_SHAPE);
+  Buffer packed(psize), ws(xk_bconv2d_workspace_size(&s));
+  xk_bweights wb = {w.data(), w.shape(1), tap_bits};
+  size_t ldc;
+  nb::object res = out_array(o.o, rows, s.oc, &ldc);
+  void *dst = data_of(res);
+  {
+    nb::gil_scoped_release nogil;
+    xk_check(xk_bconv2d_pack(&s, (xk_pad_value)pad, &wb, packed.data(), packed.size()));
+    xk_check(xk_bconv2d_run(&s, packed.data(), packed.size(), x.data(), &o.o, dst, ldc, ws.data(), ws.size()));
+  }
+  return res;
+}
+
+nb::object bdense(size_t n, size_t k, In<uint8_t> w, In<uint8_t> x, nb::dict out) {
+  if (w.ndim() != 2) throw nb::value_error("bdense: weights must be (n_out, row_bytes) uint8");
+  size_t n_out = w.shape(0);
+  Output o(out, n_out);
+  if (x.size() < n * xk_packed_row_bytes(k)) throw nb::value_error("bdense: input too small");
+  size_t psize = xk_bdense_packed_size(k, n_out);
+  if (!psize) xk_check(XK_ERR_SHAPE);
+  Buffer packed(psize);
+  size_t ldc;
+  nb::object res = out_array(o.o, n, n_out, &ldc);
+  void *dst = data_of(res);
+  nb::gil_scoped_release nogil;
+  xk_check(xk_bdense_pack(k, n_out, w.data(), w.shape(1), packed.data(), packed.size()));
+  xk_check(xk_bdense_run(n, k, n_out, packed.data(), packed.size(), x.data(), &o.o, dst, ldc));
+  return res;
+}
+
+nb::object binarize(In<float> x, nb::object t, nb::object flip) {
+  if (x.ndim() != 2) throw nb::value_error("binarize: x must be 2-D");
+  size_t rows = x.shape(0), c = x.shape(1);
+  const float *tp = nullptr;
+  const uint8_t *fp = nullptr;
+  In<float> ta;
+  In<uint8_t> fa;
+  if (!t.is_none()) { ta = nb::cast<In<float>>(t); if (ta.size() < c) throw nb::value_error("binarize: t too short"); tp = ta.data(); }
+  if (!flip.is_none()) { fa = nb::cast<In<uint8_t>>(flip); if (fa.size() < c) throw nb::value_error("binarize: flip too short"); fp = fa.data(); }
+  auto res = new_array<uint8_t>({rows, xk_packed_row_bytes(c)});
+  xk_check(xk_binarize(rows, c, x.data(), c, tp, fp, res.data()));
+  return nb::cast(res);
+}
+
+nb::object bmaxpool2d(std::vector<size_t> shape, In<uint8_t> x, nb::object invert) {
+  xk_pool_shape s = pool_shape(shape);
+  size_t oh, ow;
+  xk_check(xk_pool_out_size(&s, &oh, &ow));
+  size_t rb = xk_packed_row_bytes(s.c);
+  if (x.size() < s.n * s.h * s.w * rb) throw nb::value_error("bmaxpool2d: input too small");
+  In<uint8_t> inv;
+  const uint8_t *ip = nullptr;
+  if (!invert.is_none()) { inv = nb::cast<In<uint8_t>>(invert); if (inv.size() < rb) throw nb::value_error("bmaxpool2d: invert too short"); ip = inv.data(); }
+  auto res = new_array<uint8_t>({s.n * oh * ow, rb});
+  xk_check(xk_bmaxpool2d(&s, x.data(), ip, res.data()));
+  return nb::cast(res);
+}
+
+nb::object bconcat(size_t rows, std::vector<In<uint8_t>> xs, std::vector<size_t> cs) {
+  if (xs.size() != cs.size()) throw nb::value_error("bconcat: one channel count per input");
+  std::vector<const uint8_t *> ptrs;
+  size_t total = 0;
+  for (size_t i = 0; i < xs.size(); i++) {
+    if (xs[i].size() < rows * xk_packed_row_bytes(cs[i])) throw nb::value_error("bconcat: input too small");
+    ptrs.push_back(xs[i].data());
+    total += cs[i];
+  }
+  auto res = new_array<uint8_t>({rows, xk_packed_row_bytes(total)});
+  xk_check(xk_bconcat(rows, xs.size(), ptrs.data(), cs.data(), res.data()));
+  return nb::cast(res);
+}
+
+// ---------------------------------------------------------------- float / int8 ops
+nb::object conv2d(std::vector<size_t> shape, In<float> w, In<float> x, nb::dict out, size_t nslots) {
+  xk_conv_shape s = conv_shape(shape);
+  Output o(out, s.oc);
+  size_t rows = conv_rows(s);
+  if (x.size() < s.n * s.h * s.w * s.c) throw nb::value_error("conv2d: input too small");
+  if (w.size() != s.oc * s.kh * s.kw * s.c) throw nb::value_error("conv2d: weights must hold oc*kh*kw*c floats");
+  size_t psize = xk_conv2d_packed_size(&s);
+  if (!psize) xk_check(XK_ERR_SHAPE);
+  Buffer packed(psize), ws(xk_conv2d_workspace_size(&s, nslots));
+  size_t ldc;
+  nb::object res = out_array(o.o, rows, s.oc, &ldc);
+  void *dst = data_of(res);
+  nb::gil_scoped_release nogil;
+  xk_check(xk_conv2d_pack(&s, w.data(), packed.data(), packed.size()));
+  xk_check(xk_conv2d_run(&s, packed.data(), packed.size(), x.data(), &o.o, dst, ldc, ws.data(), ws.size() - 64));
+  return res;
+}
+
+nb::object dwconv2d(std::vector<size_t> shape, In<float> w, In<float> x, nb::dict out) {
+  xk_conv_shape s = conv_shape(shape);
+  Output o(out, s.oc);
+  size_t rows = conv_rows(s);
+  if (x.size() < s.n * s.h * s.w * s.c) throw nb::value_error("dwconv2d: input too small");
+  if (w.size() != s.oc * s.kh * s.kw) throw nb::value_error("dwconv2d: weights must hold kh*kw*oc floats");
+  auto res = new_array<float>({rows, s.oc});
+  xk_check(xk_dwconv2d_run(&s, w.data(), x.data(), &o.o, res.data(), s.oc));
+  return nb::cast(res);
+}
+
+nb::object dense(In<float> w, In<float> x, nb::dict out) {
+  if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) throw nb::value_error("dense: w (n_out, k), x (n, k)");
+  size_t n = x.shape(0), k = x.shape(1), n_out = w.shape(0);
+  Output o(out, n_out);
+  Buffer packed(xk_dense_packed_size(k, n_out));
+  size_t ldc;
+  nb::object res = out_array(o.o, n, n_out, &ldc);
+  void *dst = data_of(res);
+  nb::gil_scoped_release nogil;
+  xk_check(xk_dense_pack(k, n_out, w.data(), packed.data(), packed.size()));
+  xk_check(xk_dense_run(n, k, n_out, packed.data(), packed.size(), x.data(), k, &o.o, dst, ldc));
+  return res;
+}
+
+nb::object qconv2d(std::vector<size_t> shape, In<int8_t> w, In<float> x, float scale, int zp, nb::dict out, size_t nslots) {
+  xk_conv_shape s = conv_shape(shape);
+  Output o(out, s.oc);
+  size_t rows = conv_rows(s);
+  if (x.size() < s.n * s.h * s.w * s.c) throw nb::value_error("qconv2d: input too small");
+  if (w.size() != s.oc * s.kh * s.kw * s.c) throw nb::value_error("qconv2d: weights must hold oc*kh*kw*c int8");
+  size_t psize = xk_qconv2d_packed_size(&s);
+  if (!psize) xk_check(XK_ERR_SHAPE);
+  Buffer packed(psize), ws(xk_qconv2d_workspace_size(&s, nslots));
+  size_t ldc;
+  nb::object res = out_array(o.o, rows, s.oc, &ldc);
+  void *dst = data_of(res);
+  xk_quant q = {scale, zp};
+  nb::gil_scoped_release nogil;
+  xk_check(xk_qconv2d_pack(&s, w.data(), packed.data(), packed.size()));
+  xk_check(xk_qconv2d_run(&s, packed.data(), packed.size(), x.data(), q, &o.o, dst, ldc, ws.data(), ws.size() - 64));
+  return res;
+}
+
+nb::object qdense(In<int8_t> w, In<float> x, float scale, int zp, nb::dict out) {
+  if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) throw nb::value_error("qdense: w (n_out, k), x (n, k)");
+  size_t n = x.shape(0), k = x.shape(1), n_out = w.shape(0);
+  Output o(out, n_out);
+  Buffer packed(xk_qdense_packed_size(k, n_out)), ws(xk_qdense_workspace_size(n, k));
+  size_t ldc;
+  nb::object res = out_array(o.o, n, n_out, &ldc);
+  void *dst = data_of(res);
+  xk_quant q = {scale, zp};
+  nb::gil_scoped_release nogil;
+  xk_check(xk_qdense_pack(k, n_out, w.data(), packed.data(), packed.size()));
+  xk_check(xk_qdense_run(n, k, n_out, packed.data(), packed.size(), x.data(), q, &o.o, dst, ldc, ws.data(), ws.size()));
+  return res;
+}
+
+nb::object pool2d(std::vector<size_t> shape, In<float> x, int kind, int include_pad) {
+  xk_pool_shape s = pool_shape(shape);
+  size_t oh, ow;
+  xk_check(xk_pool_out_size(&s, &oh, &ow));
+  if (x.size() < s.n * s.h * s.w * s.c) throw nb::value_error("pool2d: input too small");
+  auto res = new_array<float>({s.n * oh * ow, s.c});
+  if (kind == 0) xk_check(xk_maxpool2d(&s, x.data(), res.data()));
+  else xk_check(xk_avgpool2d(&s, include_pad, x.data(), res.data()));
+  return nb::cast(res);
+}
+
+xk_act_params act_params(nb::dict d, std::vector<nb::object> &keep) {
+  xk_act_params a;
+  std::memset(&a, 0, sizeof a);
+  a.kind = d.contains("act") ? (xk_act)nb::cast<int>(d["act"]) : XK_ACT_NONE;
+  a.lo = d.contains("lo") ? nb::cast<float>(d["lo"]) : -1.0f;
+  a.hi = d.contains("hi") ? nb::cast<float>(d["hi"]) : 1.0f;
+  if (d.contains("alpha") && !d["alpha"].is_none()) {
+    auto al = nb::cast<In<float>>(d["alpha"]);
+    keep.push_back(nb::cast(al));
+    a.alpha = al.data();
+    a.alpha_count = al.size();
+  }
+  return a;
+}
+
+}  // namespace
+
+void bind_engine(nb::module_ &m) {
+  nb::module_ ops = m.def_submodule("ops", "engine operators (tests and benchmarks)");
+  ops.def("bconv2d", &bconv2d);
+  ops.def("bdense", &bdense);
+  ops.def("binarize", &binarize, nb::arg("x"), nb::arg("t").none(), nb::arg("flip").none());
+  ops.def("bmaxpool2d", &bmaxpool2d, nb::arg("shape"), nb::arg("x"), nb::arg("invert").none());
+  ops.def("bconcat", &bconcat);
+  ops.def("conv2d", &conv2d);
+  ops.def("dwconv2d", &dwconv2d);
+  ops.def("dense", &dense);
+  ops.def("qconv2d", &qconv2d);
+  ops.def("qdense", &qdense);
+  ops.def("quantize1", [](float x, float scale, int zp) { return (int)xk_quantize1(x, xk_quant{scale, zp}); });
+  ops.def("pool2d", &pool2d);
+  ops.def("global_avgpool", [](In<float> x, size_t n, size_t hw, size_t c) {
+    if (x.size() < n * hw * c) throw nb::value_error("global_avgpool: input too small");
+    auto res = new_array<float>({n, c});
+    xk_check(xk_global_avgpool(n, hw, c, x.data(), res.data()));
+    return nb::cast(res);
+  });
+  ops.def("add", [](In<float> a, In<float> b, nb::dict act) {
+    if (a.size() != b.size()) throw nb::value_error("add: sizes differ");
+    std::vector<nb::object> keep;
+    xk_act_params p = act_params(act, keep);
+    auto res = new_array<float>({a.size()});
+    xk_check(xk_add(a.size(), a.data(), b.data(), &p, res.data()));
+    return nb::cast(res);
+  });
+  ops.def("concat", [](size_t rows, std::vector<In<float>> xs, std::vector<size_t> cs) {
+    if (xs.size() != cs.size()) throw nb::value_error("concat: one channel count per input");
+    std::vector<const float *> ptrs;
+    size_t total = 0;
+    for (size_t i = 0; i < xs.size(); i++) {
+      if (xs[i].size() < rows * cs[i]) throw nb::value_error("concat: input too small");
+      ptrs.push_back(xs[i].data());
+      total += cs[i];
+    }
+    auto res = new_array<float>({rows, total});
+    xk_check(xk_concat(rows, xs.size(), ptrs.data(), cs.data(), res.data()));
+    return nb::cast(res);
+  });
+  ops.def("activation", [](In<float> x, size_t c, nb::dict act) {
+    std::vector<nb::object> keep;
+    xk_act_params p = act_params(act, keep);
+    size_t rows = x.size() / c;
+    auto res = new_array<float>({rows, c});
+    xk_check(xk_activation(rows, c, x.data(), &p, res.data()));
+    return nb::cast(res);
+  });
+  ops.def("affine", [](In<float> x, size_t c, In<float> scale, In<float> bias) {
+    if (scale.size() < c || bias.size() < c) throw nb::value_error("affine: scale/bias too short");
+    size_t rows = x.size() / c;
+    auto res = new_array<float>({rows, c});
+    xk_check(xk_affine(rows, c, x.data(), scale.data(), bias.data(), res.data()));
+    return nb::cast(res);
+  });
+  ops.def("softmax", [](In<float> x, size_t c) {
+    size_t rows = x.size() / c;
+    auto res = new_array<float>({rows, c});
+    xk_check(xk_softmax(rows, c, x.data(), res.data()));
+    return nb::cast(res);
+  });
+}

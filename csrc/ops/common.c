@@ -1,0 +1,117 @@
+/* Shape checks, output stages and packed-buffer headers shared by the operators. */
+#include "ops_internal.h"
+
+xk_status xk_conv_out_size(const xk_conv_shape *s, size_t *oh, size_t *ow) {
+  if (!s) return xk_fail(XK_ERR_ARGUMENT, "conv: null shape");
+  if (s->kh == 0 || s->kw == 0 || s->stride_h == 0 || s->stride_w == 0)
+    return xk_fail(XK_ERR_SHAPE, "conv: kernel %zux%zu and stride %zux%zu must be >= 1", s->kh, s->kw,
+                   s->stride_h, s->stride_w);
+  size_t ekh = (s->kh - 1) * xk_dil(s->dil_h) + 1, ekw = (s->kw - 1) * xk_dil(s->dil_w) + 1;
+  size_t ph = s->h + s->pad_t + s->pad_b, pw = s->w + s->pad_l + s->pad_r;
+  if (ph < ekh || pw < ekw)
+    return xk_fail(XK_ERR_SHAPE, "conv: kernel %zux%zu (dilated %zux%zu) larger than padded input %zux%zu",
+                   s->kh, s->kw, ekh, ekw, ph, pw);
+  if (s->pad_t >= ekh || s->pad_b >= ekh || s->pad_l >= ekw || s->pad_r >= ekw)
+    return xk_fail(XK_ERR_SHAPE, "conv: padding (t=%zu, l=%zu, b=%zu, r=%zu) must be smaller than the kernel %zux%zu",
+                   s->pad_t, s->pad_l, s->pad_b, s->pad_r, ekh, ekw);
+  if (oh) *oh = (ph - ekh) / s->stride_h + 1;
+  if (ow) *ow = (pw - ekw) / s->stride_w + 1;
+  return XK_OK;
+}
+
+xk_status xk_conv_check(const xk_conv_shape *s, const char *op, size_t *oh, size_t *ow) {
+  if (!s) return xk_fail(XK_ERR_ARGUMENT, "%s: null shape", op);
+  if (s->n == 0 || s->h == 0 || s->w == 0 || s->c == 0 || s->oc == 0)
+    return xk_fail(XK_ERR_SHAPE, "%s: empty tensor (n=%zu, h=%zu, w=%zu, c=%zu, oc=%zu)", op, s->n, s->h, s->w,
+                   s->c, s->oc);
+  if (s->kh > 255 || s->kw > 255 || s->c > ((size_t)1 << 24) || s->oc > ((size_t)1 << 24))
+    return xk_fail(XK_ERR_SHAPE, "%s: unreasonable size (kernel %zux%zu, c=%zu, oc=%zu)", op, s->kh, s->kw, s->c,
+                   s->oc);
+  xk_status st = xk_conv_out_size(s, oh, ow);
+  if (st != XK_OK) {
+    char msg[256];
+    strncpy(msg, xk_last_error(), sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    return xk_fail(st, "%s: %s", op, msg);
+  }
+  return XK_OK;
+}
+
+size_t xk_conv_taps(const xk_conv_shape *s) { return s->kh * s->kw; }
+
+xk_status xk_act_check(const xk_act_params *a, size_t c, const char *op) {
+  if ((unsigned)a->kind >= XK_ACT_COUNT) return xk_fail(XK_ERR_ARGUMENT, "%s: unknown activation %d", op, (int)a->kind);
+  if (a->kind == XK_ACT_PRELU && (!a->alpha || (a->alpha_count != 1 && a->alpha_count != c)))
+    return xk_fail(XK_ERR_ARGUMENT, "%s: PReLU needs 1 or %zu slopes (got %zu%s)", op, c, a->alpha_count,
+                   a->alpha ? "" : ", null");
+  if (a->kind == XK_ACT_HARDTANH && !(a->lo <= a->hi))
+    return xk_fail(XK_ERR_ARGUMENT, "%s: hardtanh bounds lo=%g > hi=%g", op, (double)a->lo, (double)a->hi);
+  return XK_OK;
+}
+
+xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op) {
+  if (!o) return xk_fail(XK_ERR_ARGUMENT, "%s: null output stage", op);
+  switch (o->kind) {
+    case XK_OUT_INT32:
+    case XK_OUT_FLOAT:
+      if (ldc < n) return xk_fail(XK_ERR_SHAPE, "%s: output stride %zu < %zu channels", op, ldc, n);
+      break;
+    case XK_OUT_BITS:
+      if (binary_acc && !o->threshold) return xk_fail(XK_ERR_ARGUMENT, "%s: bits output needs thresholds", op);
+      if (ldc < xk_packed_row_bytes(n) || ldc % 8)
+        return xk_fail(XK_ERR_SHAPE, "%s: bits output stride %zu bytes; need a multiple of 8 >= %zu", op, ldc,
+                       xk_packed_row_bytes(n));
+      break;
+    default: return xk_fail(XK_ERR_ARGUMENT, "%s: unknown output kind %d", op, (int)o->kind);
+  }
+  return xk_act_check(&o->act, n, op);
+}
+
+void xk_output_store_f32(const xk_output *o, const float *acc, size_t col0, size_t ncols, void *out, size_t ldc,
+                         size_t row) {
+  switch (o->kind) {
+    case XK_OUT_FLOAT: {
+      float *y = (float *)out + row * ldc + col0;
+      if (!o->post_scale && !o->post_bias && o->act.kind == XK_ACT_NONE) {
+        const float *s = o->scale ? o->scale + col0 : NULL, *b = o->bias ? o->bias + col0 : NULL;
+        if (s && b) for (size_t c = 0; c < ncols; c++) y[c] = s[c] * acc[c] + b[c];
+        else if (s) for (size_t c = 0; c < ncols; c++) y[c] = s[c] * acc[c];
+        else if (b) for (size_t c = 0; c < ncols; c++) y[c] = acc[c] + b[c];
+        else memcpy(y, acc, ncols * sizeof(float));
+      } else {
+        for (size_t c = 0; c < ncols; c++) y[c] = xk_out_value(o, acc[c], col0 + c);
+      }
+      break;
+    }
+    case XK_OUT_INT32: { /* float accumulators are never stored as int32 (checked by the ops) */
+      int32_t *y = (int32_t *)out + row * ldc + col0;
+      for (size_t c = 0; c < ncols; c++) y[c] = (int32_t)acc[c];
+      break;
+    }
+    case XK_OUT_BITS: {
+      uint8_t *y = (uint8_t *)out + row * ldc + (col0 / 64) * 8;
+      for (size_t w0 = 0; w0 < ncols; w0 += 64) {
+        uint64_t word = 0;
+        size_t nb = ncols - w0 < 64 ? ncols - w0 : 64;
+        for (size_t c = 0; c < nb; c++) word |= (uint64_t)!(xk_out_value(o, acc[w0 + c], col0 + w0 + c) >= 0.0f) << c;
+        memcpy(y + (w0 / 64) * 8, &word, 8);
+      }
+      break;
+    }
+  }
+}
+
+xk_status xk_packed_check(const void *packed, size_t packed_size, uint32_t magic, uint64_t n, uint64_t k,
+                          size_t need, const char *op) {
+  if (!packed) return xk_fail(XK_ERR_ARGUMENT, "%s: null packed weights", op);
+  if (packed_size < XK_PACKED_HEADER) return xk_fail(XK_ERR_MEMORY, "%s: packed weights buffer too small", op);
+  xk_packed_header h;
+  memcpy(&h, packed, sizeof h);
+  if (h.magic != magic) return xk_fail(XK_ERR_ARGUMENT, "%s: buffer was not packed by this op (bad magic)", op);
+  if (h.n != n || h.k != k)
+    return xk_fail(XK_ERR_SHAPE, "%s: weights packed for n=%llu, k=%llu but called with n=%llu, k=%llu", op,
+                   (unsigned long long)h.n, (unsigned long long)h.k, (unsigned long long)n, (unsigned long long)k);
+  if (packed_size < need)
+    return xk_fail(XK_ERR_MEMORY, "%s: packed weights buffer %zu bytes < %zu needed", op, packed_size, need);
+  return XK_OK;
+}

@@ -1,0 +1,331 @@
+/*
+ * Float convolution, depthwise convolution and dense layers.
+ *
+ * conv2d: im2col + a register-blocked GEMM micro-kernel (csrc/ukernels/fgemm); the weights are
+ * packed once into NR-column panels ([K][NR] floats per block). im2col is done one tile of MT
+ * output pixels at a time into a per-slot workspace (one slot per thread that may run), so the
+ * column matrix never exists whole and stays in cache; 1x1 stride-1 unpadded convolutions and
+ * dense layers read their input directly. The output stage (xk_output) is fused per tile.
+ */
+#include "../ukernels/fgemm/fgemm.h"
+#include "ops_internal.h"
+
+#define MT 48     /* output pixels per im2col tile (a multiple of every MR) */
+#define GROUP 64  /* output channels per epilogue group */
+#define SERIAL_FLOPS ((size_t)1 << 17)
+
+static const xk_fgemm_desc *fgemm_for(xk_isa isa) {
+#ifdef XK_HAVE_AVX2
+  if ((isa == XK_ISA_AVX2 || isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2)) return &xk_fgemm_avx2;
+#endif
+  (void)isa;
+  return &xk_fgemm_scalar;
+}
+
+static const xk_fgemm_desc *fgemm_by_id(uint32_t isa) {
+  if (isa == XK_ISA_SCALAR) return &xk_fgemm_scalar;
+#ifdef XK_HAVE_AVX2
+  if (isa == XK_ISA_AVX2 && xk_isa_available(XK_ISA_AVX2)) return &xk_fgemm_avx2;
+#endif
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ weight panels */
+static size_t panel_bytes(const xk_fgemm_desc *d, size_t n, size_t k) {
+  return XK_PACKED_HEADER + xk_div_up(n, d->nr) * k * d->nr * sizeof(float);
+}
+
+/* w: n rows of k floats (stride k). */
+static xk_status pack_panel(const xk_fgemm_desc *d, size_t n, size_t k, const float *w, void *packed,
+                            size_t packed_size, const char *op) {
+  if (!w || !packed) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
+  size_t need = panel_bytes(d, n, k);
+  if (packed_size < need) return xk_fail(XK_ERR_MEMORY, "%s: packed buffer %zu bytes < %zu needed", op, packed_size, need);
+  uint8_t *p = (uint8_t *)packed;
+  xk_packed_header h = {XK_MAGIC_FGEMM, (uint32_t)d->isa, n, k, {0, 0, 0, 0, 0}};
+  memcpy(p, &h, sizeof h);
+  float *panel = (float *)(p + XK_PACKED_HEADER);
+  const size_t nr = d->nr;
+  for (size_t blk = 0; blk < xk_div_up(n, nr); blk++) {
+    float *dst = panel + blk * k * nr;
+    for (size_t q = 0; q < k; q++)
+      for (size_t j = 0; j < nr; j++) {
+        size_t col = blk * nr + j;
+        dst[q * nr + j] = col < n ? w[col * k + q] : 0.0f;
+      }
+  }
+  return XK_OK;
+}
+
+static xk_status open_panel(const void *packed, size_t packed_size, size_t n, size_t k, const xk_fgemm_desc **d,
+                            const char *op) {
+  if (!packed || packed_size < XK_PACKED_HEADER) return xk_fail(XK_ERR_ARGUMENT, "%s: packed weights missing", op);
+  xk_packed_header h;
+  memcpy(&h, packed, sizeof h);
+  if (h.magic != XK_MAGIC_FGEMM) return xk_fail(XK_ERR_ARGUMENT, "%s: buffer was not packed by this op (bad magic)", op);
+  *d = fgemm_by_id(h.isa);
+  if (!*d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: weights packed for ISA %s, not available here", op, xk_isa_name((xk_isa)h.isa));
+  return xk_packed_check(packed, packed_size, XK_MAGIC_FGEMM, n, k, panel_bytes(*d, n, k), op);
+}
+
+/* ------------------------------------------------------------------ GEMM driver */
+typedef struct fjob {
+  const xk_fgemm_desc *d;
+  size_t m, n, k, ngroups;
+  const float *a; /* direct input, or NULL: im2col tiles of `in` */
+  size_t lda;
+  const float *in;
+  const xk_conv_shape *s;
+  size_t oh, ow;
+  float *ws;
+  size_t slot_floats, ntiles, nt, mtiles;
+  int split_cols;
+  const float *panel;
+  const xk_output *o;
+  uint8_t *c;
+  size_t ldc;
+} fjob;
+
+/* rows [r0, r0 + rows) of the output; their A rows start at a (stride lda); groups g0, g0+gs.. */
+static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size_t rows, size_t g0, size_t gs) {
+  const xk_fgemm_desc *d = j->d;
+  float q[XK_FGEMM_MAX_MR][GROUP];
+  for (size_t g = g0; g < j->ngroups; g += gs) {
+    size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    for (size_t i = 0; i < rows; i += d->mr) {
+      size_t mr = rows - i < d->mr ? rows - i : d->mr;
+      for (size_t c = 0; c < ncols; c += d->nr)
+        d->ukernel(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr, &q[0][c], GROUP);
+      for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
+    }
+  }
+}
+
+static void im2col_f32(const fjob *j, size_t r0, size_t rows, float *dst) {
+  const xk_conv_shape *s = j->s;
+  const size_t c = s->c, oh = j->oh, ow = j->ow;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  for (size_t r = r0; r < r0 + rows; r++) {
+    size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
+    long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    for (size_t ky = 0; ky < s->kh; ky++) {
+      long iy = iy0 + (long)ky * dh;
+      for (size_t kx = 0; kx < s->kw; kx++, dst += c) {
+        long ix = ix0 + (long)kx * dw;
+        if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
+          for (size_t i = 0; i < c; i++) dst[i] = 0.0f;
+        } else {
+          const float *src = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
+          for (size_t i = 0; i < c; i++) dst[i] = src[i];
+        }
+      }
+    }
+  }
+}
+
+static void direct_task(void *ctx, size_t t) {
+  const fjob *j = (const fjob *)ctx;
+  size_t g = t / j->mtiles, mt = t % j->mtiles;
+  size_t r0 = mt * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+  gemm_rows(j, j->a + r0 * j->lda, j->lda, r0, rows, g, j->ngroups);
+}
+
+static void tiled_task(void *ctx, size_t t) {
+  const fjob *j = (const fjob *)ctx;
+  float *slot = j->ws + t * j->slot_floats;
+  if (!j->split_cols) {
+    for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+      im2col_f32(j, r0, rows, slot);
+      gemm_rows(j, slot, j->k, r0, rows, 0, 1);
+    }
+  } else {
+    for (size_t tile = 0; tile < j->ntiles; tile++) {
+      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+      im2col_f32(j, r0, rows, slot);
+      gemm_rows(j, slot, j->k, r0, rows, t, j->nt);
+    }
+  }
+}
+
+static void run_direct(fjob *j) {
+  j->mtiles = xk_div_up(j->m, MT);
+  size_t ntasks = j->mtiles * j->ngroups;
+  if (j->m * j->n * j->k < SERIAL_FLOPS) {
+    for (size_t t = 0; t < ntasks; t++) direct_task(j, t);
+  } else {
+    xk_parallel_for(ntasks, direct_task, j);
+  }
+}
+
+static int direct_input(const xk_conv_shape *s) {
+  return s->kh == 1 && s->kw == 1 && s->stride_h == 1 && s->stride_w == 1 && !s->pad_t && !s->pad_b && !s->pad_l &&
+         !s->pad_r;
+}
+
+static size_t slot_bytes(const xk_conv_shape *s) { return xk_align_up(MT * s->kh * s->kw * s->c * sizeof(float)); }
+
+/* ------------------------------------------------------------------ conv2d */
+size_t xk_conv2d_packed_size(const xk_conv_shape *s) {
+  if (xk_conv_check(s, "xk_conv2d_packed_size", NULL, NULL) != XK_OK) return 0;
+  return panel_bytes(fgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c);
+}
+
+xk_status xk_conv2d_pack(const xk_conv_shape *s, const float *w, void *packed, size_t packed_size) {
+  xk_status st = xk_conv_check(s, "xk_conv2d_pack", NULL, NULL);
+  if (st != XK_OK) return st;
+  return pack_panel(fgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c, w, packed, packed_size, "xk_conv2d_pack");
+}
+
+size_t xk_conv2d_workspace_size(const xk_conv_shape *s, size_t nslots) {
+  if (xk_conv_check(s, "xk_conv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
+  if (direct_input(s)) return 0;
+  return (nslots ? nslots : 1) * slot_bytes(s);
+}
+
+xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packed_size, const float *in,
+                        const xk_output *o, void *out, size_t ldc, void *ws, size_t ws_size) {
+  static const char op[] = "xk_conv2d";
+  size_t oh, ow;
+  xk_status st = xk_conv_check(s, op, &oh, &ow);
+  if (st != XK_OK) return st;
+  fjob j;
+  memset(&j, 0, sizeof j);
+  j.k = s->kh * s->kw * s->c;
+  if ((st = open_panel(packed, packed_size, s->oc, j.k, &j.d, op)) != XK_OK) return st;
+  if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
+  if ((st = xk_output_check(o, s->oc, ldc, 0, op)) != XK_OK) return st;
+  if (o->kind == XK_OUT_INT32) return xk_fail(XK_ERR_ARGUMENT, "%s: int32 output needs an integer op", op);
+  j.m = s->n * oh * ow;
+  j.n = s->oc;
+  j.ngroups = xk_div_up(s->oc, GROUP);
+  j.panel = (const float *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.o = o;
+  j.c = (uint8_t *)out;
+  j.ldc = ldc;
+  if (direct_input(s)) {
+    j.a = in;
+    j.lda = s->c;
+    run_direct(&j);
+    return XK_OK;
+  }
+  size_t sb = slot_bytes(s);
+  if (!ws || ws_size < sb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed (one slot)", op, ws_size, sb);
+  if (((uintptr_t)ws) % sizeof(float)) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
+  j.in = in;
+  j.s = s;
+  j.oh = oh;
+  j.ow = ow;
+  j.ws = (float *)ws;
+  j.slot_floats = sb / sizeof(float);
+  j.ntiles = xk_div_up(j.m, MT);
+  size_t nt = ws_size / sb, threads = (size_t)xk_get_num_threads();
+  if (nt > threads) nt = threads;
+  if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
+  if (j.ntiles < nt) {
+    j.split_cols = 1;
+    if (nt > j.ngroups) nt = j.ngroups;
+  }
+  j.nt = nt;
+  if (nt == 1) tiled_task(&j, 0);
+  else xk_parallel_for(nt, tiled_task, &j);
+  return XK_OK;
+}
+
+/* ------------------------------------------------------------------ dense */
+size_t xk_dense_packed_size(size_t k, size_t n_out) {
+  if (k == 0 || n_out == 0) return 0;
+  return panel_bytes(fgemm_for(xk_get_isa()), n_out, k);
+}
+
+xk_status xk_dense_pack(size_t k, size_t n_out, const float *w, void *packed, size_t packed_size) {
+  if (k == 0 || n_out == 0) return xk_fail(XK_ERR_SHAPE, "xk_dense_pack: empty weights (k=%zu, n=%zu)", k, n_out);
+  return pack_panel(fgemm_for(xk_get_isa()), n_out, k, w, packed, packed_size, "xk_dense_pack");
+}
+
+xk_status xk_dense_run(size_t n, size_t k, size_t n_out, const void *packed, size_t packed_size, const float *in,
+                       size_t ldx, const xk_output *o, void *out, size_t ldc) {
+  static const char op[] = "xk_dense";
+  if (n == 0 || k == 0 || n_out == 0) return xk_fail(XK_ERR_SHAPE, "%s: empty problem (n=%zu, k=%zu, out=%zu)", op, n, k, n_out);
+  if (ldx < k) return xk_fail(XK_ERR_SHAPE, "%s: input stride %zu < k=%zu", op, ldx, k);
+  fjob j;
+  memset(&j, 0, sizeof j);
+  xk_status st = open_panel(packed, packed_size, n_out, k, &j.d, op);
+  if (st != XK_OK) return st;
+  if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
+  if ((st = xk_output_check(o, n_out, ldc, 0, op)) != XK_OK) return st;
+  if (o->kind == XK_OUT_INT32) return xk_fail(XK_ERR_ARGUMENT, "%s: int32 output needs an integer op", op);
+  j.m = n;
+  j.n = n_out;
+  j.k = k;
+  j.ngroups = xk_div_up(n_out, GROUP);
+  j.panel = (const float *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.o = o;
+  j.c = (uint8_t *)out;
+  j.ldc = ldc;
+  j.a = in;
+  j.lda = ldx;
+  run_direct(&j);
+  return XK_OK;
+}
+
+/* ------------------------------------------------------------------ depthwise conv2d */
+typedef struct dwjob {
+  const xk_conv_shape *s;
+  size_t oh, ow, mult;
+  const float *w, *in;
+  const xk_output *o;
+  float *out;
+  size_t ldc;
+} dwjob;
+
+static void dw_task(void *ctx, size_t t) { /* one output row (b, oy) */
+  const dwjob *j = (const dwjob *)ctx;
+  const xk_conv_shape *s = j->s;
+  const size_t oc = s->oc, c = s->c, m = j->mult, b = t / j->oh, oy = t % j->oh;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
+  for (size_t ox = 0; ox < j->ow; ox++) {
+    long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    float *y = j->out + ((b * j->oh + oy) * j->ow + ox) * j->ldc;
+    for (size_t ch = 0; ch < oc; ch++) y[ch] = 0.0f;
+    for (size_t ky = 0; ky < s->kh; ky++) {
+      long iy = iy0 + (long)ky * dh;
+      if (iy < 0 || iy >= (long)s->h) continue;
+      for (size_t kx = 0; kx < s->kw; kx++) {
+        long ix = ix0 + (long)kx * dw;
+        if (ix < 0 || ix >= (long)s->w) continue;
+        const float *x = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
+        const float *wt = j->w + (ky * s->kw + kx) * oc;
+        if (m == 1) {
+          for (size_t ch = 0; ch < oc; ch++) y[ch] += x[ch] * wt[ch];
+        } else {
+          for (size_t ch = 0; ch < oc; ch++) y[ch] += x[ch / m] * wt[ch];
+        }
+      }
+    }
+    const xk_output *o = j->o;
+    if (o->scale || o->bias || o->act.kind != XK_ACT_NONE || o->post_scale || o->post_bias)
+      for (size_t ch = 0; ch < oc; ch++) y[ch] = xk_out_value(o, y[ch], ch);
+  }
+}
+
+xk_status xk_dwconv2d_run(const xk_conv_shape *s, const float *w, const float *in, const xk_output *o, float *out,
+                          size_t ldc) {
+  static const char op[] = "xk_dwconv2d";
+  size_t oh, ow;
+  xk_status st = xk_conv_check(s, op, &oh, &ow);
+  if (st != XK_OK) return st;
+  if (s->oc % s->c) return xk_fail(XK_ERR_SHAPE, "%s: output channels %zu not a multiple of input channels %zu", op, s->oc, s->c);
+  if (!w || !in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
+  if ((st = xk_output_check(o, s->oc, ldc, 0, op)) != XK_OK) return st;
+  if (o->kind != XK_OUT_FLOAT) return xk_fail(XK_ERR_ARGUMENT, "%s: only float output is supported", op);
+  dwjob j = {s, oh, ow, s->oc / s->c, w, in, o, out, ldc};
+  size_t ntasks = s->n * oh;
+  if (s->n * oh * ow * s->oc * s->kh * s->kw < SERIAL_FLOPS) {
+    for (size_t t = 0; t < ntasks; t++) dw_task(&j, t);
+  } else {
+    xk_parallel_for(ntasks, dw_task, &j);
+  }
+  return XK_OK;
+}

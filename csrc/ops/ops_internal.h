@@ -1,0 +1,54 @@
+/* Helpers shared by the operator files (not installed). */
+#ifndef XNORKIT_OPS_INTERNAL_H
+#define XNORKIT_OPS_INTERNAL_H
+
+#include <string.h>
+
+#include "../xk_internal.h"
+#include "xk_ops.h"
+
+#define XK_ALIGN 64
+static inline size_t xk_align_up(size_t x) { return xk_round_up(x, XK_ALIGN); }
+
+/* Every packed-weights buffer starts with this 64-byte header so a run can check that the
+ * buffer was packed for the same op, shape and kernel family. */
+typedef struct xk_packed_header {
+  uint32_t magic;   /* op kind */
+  uint32_t isa;     /* kernel family the panel was packed for */
+  uint64_t n, k;    /* output channels, reduction length (in the op's units) */
+  uint64_t aux[5];  /* op-specific */
+} xk_packed_header;
+#define XK_PACKED_HEADER 64
+
+#define XK_MAGIC_BCONV 0x56434258u  /* "XBCV" */
+#define XK_MAGIC_BDENSE 0x44424258u /* "XBBD" */
+#define XK_MAGIC_FGEMM 0x4d474658u  /* "XFGM" */
+#define XK_MAGIC_QGEMM 0x4d475158u  /* "XQGM" */
+
+xk_status xk_packed_check(const void *packed, size_t packed_size, uint32_t magic, uint64_t n, uint64_t k,
+                          size_t need, const char *op);
+
+/* y = post_scale * act(scale * acc + bias) + post_bias for channel ch. */
+static inline float xk_out_value(const xk_output *o, float acc, size_t ch) {
+  float y = o->scale ? o->scale[ch] * acc : acc;
+  if (o->bias) y += o->bias[ch];
+  if (o->act.kind != XK_ACT_NONE) y = xk_act_apply(&o->act, y, ch);
+  if (o->post_scale) y *= o->post_scale[ch];
+  if (o->post_bias) y += o->post_bias[ch];
+  return y;
+}
+
+/* Validate an output stage for an op with n output channels. binary_acc: thresholds allowed. */
+xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op);
+
+/* Write one row segment of float accumulators through the output stage.
+ * Columns [col0, col0 + ncols) of row `row` of the output (stride ldc). For BITS, col0 must be
+ * a multiple of 64 and ncols <= 64 unless the segment is the whole row. */
+void xk_output_store_f32(const xk_output *o, const float *acc, size_t col0, size_t ncols, void *out, size_t ldc,
+                         size_t row);
+
+size_t xk_conv_taps(const xk_conv_shape *s);
+static inline size_t xk_dil(size_t d) { return d ? d : 1; }
+xk_status xk_conv_check(const xk_conv_shape *s, const char *op, size_t *oh, size_t *ow);
+
+#endif

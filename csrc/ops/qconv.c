@@ -1,0 +1,308 @@
+/*
+ * Int8 convolution and dense layers: per-tensor affine int8 activations, per-channel symmetric
+ * int8 weights, exact int32 accumulation.
+ *
+ * The input is quantized on the fly while it is gathered (im2col tile or dense row):
+ *   q = clamp(round_half_even(x * (1 / scale)) + zero_point, -128, 127)
+ * and stored as a = q - zero_point in int16, so a padded tap (a real 0) is exactly a = 0 and the
+ * accumulator needs no zero-point correction: acc = sum a * w. The micro-kernels multiply int16
+ * pairs into int32 lanes (csrc/ukernels/qgemm). The output stage sees acc as an exact integer
+ * (fold in_scale * w_scale[c] into xk_output.scale).
+ */
+#include <math.h>
+
+#include "../ukernels/fgemm/fgemm.h"
+#include "ops_internal.h"
+
+#define MT 48
+#define GROUP 64
+#define SERIAL_OPS ((size_t)1 << 17)
+
+static const xk_qgemm_desc *qgemm_for(xk_isa isa) {
+#ifdef XK_HAVE_AVX2
+  if ((isa == XK_ISA_AVX2 || isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2)) return &xk_qgemm_avx2;
+#endif
+  (void)isa;
+  return &xk_qgemm_scalar;
+}
+
+static const xk_qgemm_desc *qgemm_by_id(uint32_t isa) {
+  if (isa == XK_ISA_SCALAR) return &xk_qgemm_scalar;
+#ifdef XK_HAVE_AVX2
+  if (isa == XK_ISA_AVX2 && xk_isa_available(XK_ISA_AVX2)) return &xk_qgemm_avx2;
+#endif
+  return NULL;
+}
+
+int8_t xk_quantize1(float x, xk_quant q) {
+  float inv = 1.0f / q.scale;
+  float r = nearbyintf(x * inv); /* default rounding mode: half to even */
+  float v = r + (float)q.zero_point;
+  if (!(v >= -128.0f)) v = -128.0f; /* NaN -> -128 */
+  if (v > 127.0f) v = 127.0f;
+  return (int8_t)v;
+}
+
+static xk_status quant_check(xk_quant q, const char *op) {
+  if (!(q.scale > 0.0f) || !isfinite(q.scale))
+    return xk_fail(XK_ERR_ARGUMENT, "%s: input scale %g must be positive and finite", op, (double)q.scale);
+  if (q.zero_point < -128 || q.zero_point > 127)
+    return xk_fail(XK_ERR_ARGUMENT, "%s: zero point %d outside [-128, 127]", op, (int)q.zero_point);
+  return XK_OK;
+}
+
+static inline int16_t quant_centered(float x, float inv, int32_t zp) {
+  float v = nearbyintf(x * inv) + (float)zp;
+  if (!(v >= -128.0f)) v = -128.0f;
+  if (v > 127.0f) v = 127.0f;
+  return (int16_t)((int32_t)v - zp);
+}
+
+/* ------------------------------------------------------------------ weight panels */
+static size_t kpad(size_t k) { return xk_round_up(k, 2); }
+
+static size_t panel_bytes(const xk_qgemm_desc *d, size_t n, size_t k) {
+  return XK_PACKED_HEADER + xk_div_up(n, d->nr) * kpad(k) * d->nr * sizeof(int16_t);
+}
+
+static xk_status pack_panel(const xk_qgemm_desc *d, size_t n, size_t k, const int8_t *w, void *packed,
+                            size_t packed_size, const char *op) {
+  if (!w || !packed) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
+  if (k >= ((size_t)1 << 16)) return xk_fail(XK_ERR_SHAPE, "%s: reduction length %zu too long for int32 accumulators", op, k);
+  size_t need = panel_bytes(d, n, k);
+  if (packed_size < need) return xk_fail(XK_ERR_MEMORY, "%s: packed buffer %zu bytes < %zu needed", op, packed_size, need);
+  uint8_t *p = (uint8_t *)packed;
+  xk_packed_header h = {XK_MAGIC_QGEMM, (uint32_t)d->isa, n, k, {0, 0, 0, 0, 0}};
+  memcpy(p, &h, sizeof h);
+  int16_t *panel = (int16_t *)(p + XK_PACKED_HEADER);
+  const size_t nr = d->nr, kp = kpad(k);
+  for (size_t blk = 0; blk < xk_div_up(n, nr); blk++) {
+    int16_t *dst = panel + blk * kp * nr;
+    for (size_t q = 0; q < kp; q++)
+      for (size_t j = 0; j < nr; j++) {
+        size_t col = blk * nr + j;
+        dst[(q / 2) * 2 * nr + 2 * j + q % 2] = (col < n && q < k) ? (int16_t)w[col * k + q] : 0;
+      }
+  }
+  return XK_OK;
+}
+
+static xk_status open_panel(const void *packed, size_t packed_size, size_t n, size_t k, const xk_qgemm_desc **d,
+                            const char *op) {
+  if (!packed || packed_size < XK_PACKED_HEADER) return xk_fail(XK_ERR_ARGUMENT, "%s: packed weights missing", op);
+  xk_packed_header h;
+  memcpy(&h, packed, sizeof h);
+  if (h.magic != XK_MAGIC_QGEMM) return xk_fail(XK_ERR_ARGUMENT, "%s: buffer was not packed by this op (bad magic)", op);
+  *d = qgemm_by_id(h.isa);
+  if (!*d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: weights packed for ISA %s, not available here", op, xk_isa_name((xk_isa)h.isa));
+  return xk_packed_check(packed, packed_size, XK_MAGIC_QGEMM, n, k, panel_bytes(*d, n, k), op);
+}
+
+/* ------------------------------------------------------------------ GEMM driver */
+typedef struct qjob {
+  const xk_qgemm_desc *d;
+  size_t m, n, k, kp, ngroups;
+  const float *in;
+  size_t ldx;
+  const xk_conv_shape *s; /* NULL: dense rows */
+  size_t oh, ow;
+  float inv;
+  int32_t zp;
+  int16_t *ws;
+  size_t slot_elems, ntiles, nt;
+  int split_cols;
+  const int16_t *panel;
+  const xk_output *o;
+  uint8_t *c;
+  size_t ldc;
+} qjob;
+
+static void gemm_rows(const qjob *j, const int16_t *a, size_t r0, size_t rows, size_t g0, size_t gs) {
+  const xk_qgemm_desc *d = j->d;
+  int32_t q[XK_FGEMM_MAX_MR][GROUP];
+  float f[GROUP];
+  for (size_t g = g0; g < j->ngroups; g += gs) {
+    size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    for (size_t i = 0; i < rows; i += d->mr) {
+      size_t mr = rows - i < d->mr ? rows - i : d->mr;
+      for (size_t c = 0; c < ncols; c += d->nr)
+        d->ukernel(mr, j->kp, a + i * j->kp, j->kp, j->panel + ((col0 + c) / d->nr) * j->kp * d->nr, &q[0][c], GROUP);
+      for (size_t r = 0; r < mr; r++) {
+        if (j->o->kind == XK_OUT_INT32) {
+          memcpy((int32_t *)j->c + (r0 + i + r) * j->ldc + col0, q[r], ncols * sizeof(int32_t));
+        } else {
+          for (size_t c = 0; c < ncols; c++) f[c] = (float)q[r][c];
+          xk_output_store_f32(j->o, f, col0, ncols, j->c, j->ldc, r0 + i + r);
+        }
+      }
+    }
+  }
+}
+
+static void gather(const qjob *j, size_t r0, size_t rows, int16_t *dst) {
+  const float inv = j->inv;
+  const int32_t zp = j->zp;
+  if (!j->s) { /* dense rows */
+    for (size_t r = r0; r < r0 + rows; r++, dst += j->kp) {
+      const float *x = j->in + r * j->ldx;
+      for (size_t i = 0; i < j->k; i++) dst[i] = quant_centered(x[i], inv, zp);
+      if (j->kp > j->k) dst[j->k] = 0;
+    }
+    return;
+  }
+  const xk_conv_shape *s = j->s;
+  const size_t c = s->c, oh = j->oh, ow = j->ow;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  for (size_t r = r0; r < r0 + rows; r++) {
+    size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
+    long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    int16_t *row = dst + (r - r0) * j->kp, *d = row;
+    for (size_t ky = 0; ky < s->kh; ky++) {
+      long iy = iy0 + (long)ky * dh;
+      for (size_t kx = 0; kx < s->kw; kx++, d += c) {
+        long ix = ix0 + (long)kx * dw;
+        if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
+          for (size_t i = 0; i < c; i++) d[i] = 0;
+        } else {
+          const float *x = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
+          for (size_t i = 0; i < c; i++) d[i] = quant_centered(x[i], inv, zp);
+        }
+      }
+    }
+    if (j->kp > j->k) row[j->k] = 0;
+  }
+}
+
+static void tiled_task(void *ctx, size_t t) {
+  const qjob *j = (const qjob *)ctx;
+  int16_t *slot = j->ws + t * j->slot_elems;
+  if (!j->split_cols) {
+    for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+      gather(j, r0, rows, slot);
+      gemm_rows(j, slot, r0, rows, 0, 1);
+    }
+  } else {
+    for (size_t tile = 0; tile < j->ntiles; tile++) {
+      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+      gather(j, r0, rows, slot);
+      gemm_rows(j, slot, r0, rows, t, j->nt);
+    }
+  }
+}
+
+static size_t slot_bytes(size_t k) { return xk_align_up(MT * kpad(k) * sizeof(int16_t)); }
+
+static xk_status run(qjob *j, void *ws, size_t ws_size, const char *op) {
+  size_t sb = slot_bytes(j->k);
+  if (!ws || ws_size < sb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed (one slot)", op, ws_size, sb);
+  if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
+  j->ws = (int16_t *)ws;
+  j->slot_elems = sb / sizeof(int16_t);
+  j->ntiles = xk_div_up(j->m, MT);
+  j->ngroups = xk_div_up(j->n, GROUP);
+  size_t nt = ws_size / sb, threads = (size_t)xk_get_num_threads();
+  if (nt > threads) nt = threads;
+  if (j->m * j->n * j->k < SERIAL_OPS) nt = 1;
+  if (j->ntiles < nt) {
+    j->split_cols = 1;
+    if (nt > j->ngroups) nt = j->ngroups;
+  }
+  j->nt = nt;
+  if (nt == 1) tiled_task(j, 0);
+  else xk_parallel_for(nt, tiled_task, j);
+  return XK_OK;
+}
+
+/* ------------------------------------------------------------------ conv2d */
+size_t xk_qconv2d_packed_size(const xk_conv_shape *s) {
+  if (xk_conv_check(s, "xk_qconv2d_packed_size", NULL, NULL) != XK_OK) return 0;
+  return panel_bytes(qgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c);
+}
+
+xk_status xk_qconv2d_pack(const xk_conv_shape *s, const int8_t *w, void *packed, size_t packed_size) {
+  xk_status st = xk_conv_check(s, "xk_qconv2d_pack", NULL, NULL);
+  if (st != XK_OK) return st;
+  return pack_panel(qgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c, w, packed, packed_size, "xk_qconv2d_pack");
+}
+
+size_t xk_qconv2d_workspace_size(const xk_conv_shape *s, size_t nslots) {
+  if (xk_conv_check(s, "xk_qconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
+  return (nslots ? nslots : 1) * slot_bytes(s->kh * s->kw * s->c);
+}
+
+static xk_status common_checks(const void *in, const void *out, const xk_output *o, size_t n, size_t ldc, xk_quant q,
+                               const char *op) {
+  if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
+  xk_status st = quant_check(q, op);
+  if (st != XK_OK) return st;
+  if ((st = xk_output_check(o, n, ldc, 0, op)) != XK_OK) return st;
+  return XK_OK;
+}
+
+xk_status xk_qconv2d_run(const xk_conv_shape *s, const void *packed, size_t packed_size, const float *in,
+                         xk_quant q, const xk_output *o, void *out, size_t ldc, void *ws, size_t ws_size) {
+  static const char op[] = "xk_qconv2d";
+  size_t oh, ow;
+  xk_status st = xk_conv_check(s, op, &oh, &ow);
+  if (st != XK_OK) return st;
+  qjob j;
+  memset(&j, 0, sizeof j);
+  j.k = s->kh * s->kw * s->c;
+  j.kp = kpad(j.k);
+  if ((st = open_panel(packed, packed_size, s->oc, j.k, &j.d, op)) != XK_OK) return st;
+  if ((st = common_checks(in, out, o, s->oc, ldc, q, op)) != XK_OK) return st;
+  j.m = s->n * oh * ow;
+  j.n = s->oc;
+  j.in = in;
+  j.s = s;
+  j.oh = oh;
+  j.ow = ow;
+  j.inv = 1.0f / q.scale;
+  j.zp = q.zero_point;
+  j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.o = o;
+  j.c = (uint8_t *)out;
+  j.ldc = ldc;
+  return run(&j, ws, ws_size, op);
+}
+
+/* ------------------------------------------------------------------ dense */
+size_t xk_qdense_packed_size(size_t k, size_t n_out) {
+  if (k == 0 || n_out == 0) return 0;
+  return panel_bytes(qgemm_for(xk_get_isa()), n_out, k);
+}
+
+xk_status xk_qdense_pack(size_t k, size_t n_out, const int8_t *w, void *packed, size_t packed_size) {
+  if (k == 0 || n_out == 0) return xk_fail(XK_ERR_SHAPE, "xk_qdense_pack: empty weights (k=%zu, n=%zu)", k, n_out);
+  return pack_panel(qgemm_for(xk_get_isa()), n_out, k, w, packed, packed_size, "xk_qdense_pack");
+}
+
+size_t xk_qdense_workspace_size(size_t n, size_t k) {
+  (void)n;
+  return slot_bytes(k) * (size_t)1;
+}
+
+xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, size_t packed_size, const float *in,
+                        xk_quant q, const xk_output *o, void *out, size_t ldc, void *ws, size_t ws_size) {
+  static const char op[] = "xk_qdense";
+  if (n == 0 || k == 0 || n_out == 0) return xk_fail(XK_ERR_SHAPE, "%s: empty problem (n=%zu, k=%zu, out=%zu)", op, n, k, n_out);
+  qjob j;
+  memset(&j, 0, sizeof j);
+  j.k = k;
+  j.kp = kpad(k);
+  xk_status st = open_panel(packed, packed_size, n_out, k, &j.d, op);
+  if (st != XK_OK) return st;
+  if ((st = common_checks(in, out, o, n_out, ldc, q, op)) != XK_OK) return st;
+  j.m = n;
+  j.n = n_out;
+  j.in = in;
+  j.ldx = k;
+  j.inv = 1.0f / q.scale;
+  j.zp = q.zero_point;
+  j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.o = o;
+  j.c = (uint8_t *)out;
+  j.ldc = ldc;
+  return run(&j, ws, ws_size, op);
+}
