@@ -108,8 +108,14 @@ static void im2col_f32(const fjob *j, size_t r0, size_t rows, float *dst) {
   for (size_t r = r0; r < r0 + rows; r++) {
     size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
     long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    const int row_inside = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w;
     for (size_t ky = 0; ky < s->kh; ky++) {
       long iy = iy0 + (long)ky * dh;
+      if (row_inside && iy >= 0 && iy < (long)s->h) { /* the KW taps are contiguous in NHWC */
+        memcpy(dst, j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix0) * c, s->kw * c * sizeof(float));
+        dst += s->kw * c;
+        continue;
+      }
       for (size_t kx = 0; kx < s->kw; kx++, dst += c) {
         long ix = ix0 + (long)kx * dw;
         if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {

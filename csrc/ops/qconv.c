@@ -34,14 +34,6 @@ static const xk_qgemm_desc *qgemm_by_id(uint32_t isa) {
   return NULL;
 }
 
-int8_t xk_quantize1(float x, xk_quant q) {
-  float inv = 1.0f / q.scale;
-  float r = nearbyintf(x * inv); /* default rounding mode: half to even */
-  float v = r + (float)q.zero_point;
-  if (!(v >= -128.0f)) v = -128.0f; /* NaN -> -128 */
-  if (v > 127.0f) v = 127.0f;
-  return (int8_t)v;
-}
 
 static xk_status quant_check(xk_quant q, const char *op) {
   if (!(q.scale > 0.0f) || !isfinite(q.scale))
@@ -51,11 +43,23 @@ static xk_status quant_check(xk_quant q, const char *op) {
   return XK_OK;
 }
 
+/* round_half_even(x * inv) + zp clamped to [-128, 127], minus zp. Values are clamped to
+ * +-512 first (NaN to -512), then rounded with the 1.5 * 2^23 trick, which rounds half to even
+ * in the default rounding mode (the library is built without -ffast-math and without FP
+ * contraction, so the compiler keeps both additions). Vectorizes, unlike nearbyintf. */
 static inline int16_t quant_centered(float x, float inv, int32_t zp) {
-  float v = nearbyintf(x * inv) + (float)zp;
-  if (!(v >= -128.0f)) v = -128.0f;
-  if (v > 127.0f) v = 127.0f;
-  return (int16_t)((int32_t)v - zp);
+  const float magic = 12582912.0f;
+  float v = x * inv;
+  if (!(v >= -512.0f)) v = -512.0f;
+  if (v > 512.0f) v = 512.0f;
+  v = (v + magic) - magic;
+  int32_t q = (int32_t)v + zp;
+  q = q < -128 ? -128 : (q > 127 ? 127 : q);
+  return (int16_t)(q - zp);
+}
+
+int8_t xk_quantize1(float x, xk_quant q) {
+  return (int8_t)(quant_centered(x, 1.0f / q.scale, q.zero_point) + q.zero_point);
 }
 
 /* ------------------------------------------------------------------ weight panels */
@@ -104,6 +108,7 @@ typedef struct qjob {
   size_t m, n, k, kp, ngroups;
   const float *in;
   size_t ldx;
+  const int16_t *qin;     /* conv: the whole input quantized once (q - zp) */
   const xk_conv_shape *s; /* NULL: dense rows */
   size_t oh, ow;
   float inv;
@@ -157,15 +162,20 @@ static void gather(const qjob *j, size_t r0, size_t rows, int16_t *dst) {
     size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
     long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     int16_t *row = dst + (r - r0) * j->kp, *d = row;
+    const int row_inside = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w;
     for (size_t ky = 0; ky < s->kh; ky++) {
       long iy = iy0 + (long)ky * dh;
+      if (row_inside && iy >= 0 && iy < (long)s->h) { /* the KW taps are contiguous in NHWC */
+        memcpy(d, j->qin + ((b * s->h + (size_t)iy) * s->w + (size_t)ix0) * c, s->kw * c * sizeof(int16_t));
+        d += s->kw * c;
+        continue;
+      }
       for (size_t kx = 0; kx < s->kw; kx++, d += c) {
         long ix = ix0 + (long)kx * dw;
         if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
           for (size_t i = 0; i < c; i++) d[i] = 0;
         } else {
-          const float *x = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
-          for (size_t i = 0; i < c; i++) d[i] = quant_centered(x[i], inv, zp);
+          memcpy(d, j->qin + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c, c * sizeof(int16_t));
         }
       }
     }
@@ -226,9 +236,11 @@ xk_status xk_qconv2d_pack(const xk_conv_shape *s, const int8_t *w, void *packed,
   return pack_panel(qgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c, w, packed, packed_size, "xk_qconv2d_pack");
 }
 
+static size_t qin_bytes(const xk_conv_shape *s) { return xk_align_up(s->n * s->h * s->w * s->c * sizeof(int16_t)); }
+
 size_t xk_qconv2d_workspace_size(const xk_conv_shape *s, size_t nslots) {
   if (xk_conv_check(s, "xk_qconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
-  return (nslots ? nslots : 1) * slot_bytes(s->kh * s->kw * s->c);
+  return qin_bytes(s) + (nslots ? nslots : 1) * slot_bytes(s->kh * s->kw * s->c);
 }
 
 static xk_status common_checks(const void *in, const void *out, const xk_output *o, size_t n, size_t ldc, xk_quant q,
@@ -264,7 +276,14 @@ xk_status xk_qconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;
-  return run(&j, ws, ws_size, op);
+  size_t qb = qin_bytes(s);
+  if (!ws || ws_size < qb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, qb);
+  if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
+  int16_t *qin = (int16_t *)ws;
+  const size_t count = s->n * s->h * s->w * s->c;
+  for (size_t i = 0; i < count; i++) qin[i] = quant_centered(in[i], j.inv, j.zp);
+  j.qin = qin;
+  return run(&j, (uint8_t *)ws + qb, ws_size - qb, op);
 }
 
 /* ------------------------------------------------------------------ dense */
