@@ -86,7 +86,6 @@ __global__ void __launch_bounds__(THREADS) bgemm_b1_and_kernel(
   for (int kw0 = 0; kw0 < KW; kw0 += KWC) {
     // Stage one 256-bit slab of 64 rows of A and of B; zero outside the matrices, bits past k
     // masked; count each row's set bits on the way (for the XOR identity).
-#pragma unroll
     for (int i = tid; i < BM * KWC; i += THREADS) {
       const int r = i / KWC, w = i % KWC, kw = kw0 + w;
       const uint32_t km = word_mask(kw, kbits);

@@ -118,12 +118,80 @@ def check(arches, all_configs: bool) -> list[dict]:
     return rows
 
 
+_MMA_SHIM = r"""
+#include <stdint.h>
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __shared__ __attribute__((shared))
+#define __forceinline__ __attribute__((always_inline)) inline
+#define __launch_bounds__(n) __attribute__((launch_bounds(n)))
+#include "__clang_cuda_builtin_vars.h"
+__device__ inline int atomicAdd(int* p, int v) { return __nvvm_atom_add_gen_i(p, v); }
+__device__ inline int __popc(unsigned x) { return __builtin_popcount(x); }
+#define __trap() __builtin_trap()
+"""
+
+
+def mma_report(arches, clang: str | None = None, op: str = "and") -> list[dict]:
+    """Compile the b1 mma kernel's device code (clang -> PTX -> Triton's ptxas) and list the
+    tensor-core instructions ptxas emitted per architecture: a native ``BMMA.168256.AND.POPC``,
+    or calls into an emulation routine. ``op="xor"`` swaps in ``.xor.popc`` to show why the
+    kernel avoids it. Needs clang with the NVPTX target; no CUDA toolkit, no GPU.
+    """
+    import shutil  # noqa: PLC0415
+
+    from ._mma import cuda_source  # noqa: PLC0415
+
+    clang = clang or next((c for c in ("clang", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14")
+                           if shutil.which(c)), None)
+    if clang is None:
+        raise RuntimeError("clang was not found (needed to compile the CUDA device code offline)")
+    cuobjdump = _tools()
+    ptxas = os.path.join(os.path.dirname(cuobjdump), "ptxas")
+    src = cuda_source()
+    body = src[src.index("namespace {"):src.index("}  // namespace")]
+    body = body.replace("namespace {", "").replace("__global__ void", 'extern "C" __global__ void')
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        cu, ptx = os.path.join(d, "k.cu"), os.path.join(d, "k.ptx")
+        with open(cu, "w") as f:
+            f.write(_MMA_SHIM + body)
+        subprocess.run([clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=sm_80", "-nocudainc",
+                        "-nocudalib", "-O3", "-S", "-w", "-o", ptx, cu], check=True, capture_output=True, text=True)
+        text = open(ptx).read()
+        text = re.sub(r"^\.version .*$", ".version 8.0", text, flags=re.M)  # and.popc needs PTX >= 7.1
+        if op == "xor":
+            text = text.replace(".and.popc", ".xor.popc")
+        for arch in arches:
+            p_arch = os.path.join(d, f"k{arch}.ptx")
+            cubin = os.path.join(d, f"k{arch}.cubin")
+            with open(p_arch, "w") as f:
+                f.write(re.sub(r"^\.target sm_\d+", f".target sm_{arch}", text, flags=re.M))
+            info = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", "-o", cubin, p_arch],
+                                  capture_output=True, text=True, check=True).stderr
+            sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
+            regs = re.search(r"Used (\d+) registers", info)
+            rows.append({
+                "arch": arch, "op": op, "regs": int(regs.group(1)) if regs else None,
+                "spills": "0 bytes spill stores" not in info,
+                "bmma": dict(collections.Counter(re.findall(r"\bBMMA[\w.]*", sass))),
+                "calls": len(re.findall(r"\bCALL\b", sass)),
+                "mma_in_ptx": text.count("mma.sync"),
+            })
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", type=int, action="append", help="SM version, e.g. 80 or 90 (repeatable)")
     p.add_argument("--all", action="store_true", help="every autotuning config, not just the first")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.add_argument("--mma", choices=["and", "xor"], help="report the b1 mma CUDA kernel instead (needs clang)")
     args = p.parse_args(argv)
+    if args.mma:
+        rows = mma_report(args.arch or [80, 90], op=args.mma)
+        print(json.dumps(rows) if args.json else "\n".join(map(str, rows)))
+        return 0
     rows = check(args.arch or [90], args.all)
     if args.json:
         print(json.dumps(rows))
