@@ -16,7 +16,7 @@ $(STAMP): $(CSRC)
 	# CPU build of PyTorch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q "scikit-build-core>=0.10" "nanobind>=2.0"
-	$(BIN)/pip install -q --no-build-isolation -e '.[test,bench]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[test,bench,gpu]'
 	touch $(STAMP)
 
 setup: $(STAMP)
