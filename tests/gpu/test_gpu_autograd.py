@@ -129,3 +129,24 @@ def test_use_binary_kernels_switch():
                 assert not xg.binary_kernels_enabled(t)
             assert xg.binary_kernels_enabled(t)
     assert not xg.binary_kernels_enabled(t)
+
+
+def test_routes_only_sign_type_binary_layers():
+    class SteSign(torch.nn.Module):
+        pass
+
+    class SteHeaviside(torch.nn.Module):
+        pass
+
+    class Layer(torch.nn.Module):
+        def __init__(self, iq, wq):
+            super().__init__()
+            self.input_quantizer, self.weight_quantizer = iq, wq
+
+    t = torch.ones(1, device=DEVICE)
+    good = Layer(SteSign(), SteSign())
+    assert not xg.routes(good, t)  # not enabled
+    with xg.use_binary_kernels(force=True):
+        assert xg.routes(good, t)
+        assert not xg.routes(Layer(None, SteSign()), t)  # float input
+        assert not xg.routes(Layer(SteHeaviside(), SteSign()), t)  # {0, 1}, not ±1

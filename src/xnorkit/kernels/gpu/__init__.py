@@ -61,6 +61,7 @@ __all__ = [
     "xnor_conv2d",
     "use_binary_kernels",
     "binary_kernels_enabled",
+    "routes",
     "pack_ref",
     "unpack_ref",
     "bgemm_ref",
@@ -524,4 +525,4 @@ def _choose(call_args) -> str:
 
 
 # --------------------------------------------------------------------------- autograd + layers
-from .autograd import binary_kernels_enabled, use_binary_kernels, xnor_conv2d, xnor_linear  # noqa: E402
+from .autograd import binary_kernels_enabled, routes, use_binary_kernels, xnor_conv2d, xnor_linear  # noqa: E402

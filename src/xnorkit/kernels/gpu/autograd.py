@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import bgemm, interpreting, pack, unavailable_reason
 
-__all__ = ["xnor_linear", "xnor_conv2d", "use_binary_kernels", "binary_kernels_enabled"]
+__all__ = ["xnor_linear", "xnor_conv2d", "use_binary_kernels", "binary_kernels_enabled", "routes"]
 
 _FLOAT_EXACT_K = 1 << 24  # integer sums are exact in float32 below this many bits
 
@@ -237,3 +237,33 @@ def binary_kernels_enabled(t: torch.Tensor) -> bool:
     if t.device.type == "cuda":
         return unavailable_reason() is None
     return state[1] and t.device.type == "cpu" and interpreting() and unavailable_reason() is None
+
+
+# Quantizers whose forward output is exactly ±1 (sign0 of something): the binary kernels compute
+# the same integer sums as the float simulation only for these. Not included: LeakySign (0 -> 0),
+# SteHeaviside ({0, 1}), MagnitudeAwareSign (±alpha), NoOp (identity; exact only if the weights
+# happen to be ±1), DoReFa/SteTern (multi-level).
+SIGN_QUANTIZERS = frozenset({"SteSign", "ApproxSign", "SwishSign", "BMXNetSign"})
+
+
+def routes(layer: torch.nn.Module, t: torch.Tensor) -> bool:
+    """Whether binary ``layer`` seeing tensor ``t`` should run on the packed-bit kernels now.
+
+    True inside :func:`use_binary_kernels` (and where the kernels can run on ``t``'s device) for a
+    layer whose input and weight quantizers are both sign-type ±1 quantizers and whose export
+    spec says 1-bit inputs and weights with no weight scale.
+    """
+    if not binary_kernels_enabled(t):
+        return False
+    iq = getattr(layer, "input_quantizer", None)
+    wq = getattr(layer, "weight_quantizer", None)
+    if type(iq).__name__ not in SIGN_QUANTIZERS or type(wq).__name__ not in SIGN_QUANTIZERS:
+        return False
+    spec_fn = getattr(layer, "export_spec", None)
+    if spec_fn is not None:
+        spec = spec_fn()
+        if getattr(spec, "input_bits", 1) != 1 or getattr(spec, "weight_bits", 1) != 1:
+            return False
+        if getattr(spec, "weight_scale", "none") not in ("none", None):
+            return False
+    return True
