@@ -106,3 +106,12 @@ def test_bad_input_errors():
         xg.unpack(bits, 65)
     with pytest.raises(ValueError, match="k must be >= 1"):
         xg.unpack(bits, 0)
+
+
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 2, 1), (1, 0, 2, 3), (3, 2, 1, 0)])
+def test_permuted_views_pack_like_their_copies(perm):
+    # e.g. NCHW read as NHWC rows (channels along K): packed straight from the strided view.
+    x = _x(2 * 5 * 4, 3, seed=11).reshape(2, 3, 5, 4)
+    v = x.permute(*perm)
+    assert torch.equal(xg.pack(v).cpu(), pack_ref(v.contiguous().cpu()))
+    assert torch.equal(xg.pack(v[:, 1:]).cpu(), pack_ref(v[:, 1:].contiguous().cpu()))

@@ -162,18 +162,42 @@ def pack(x: torch.Tensor, dtype: torch.dtype = torch.int32) -> torch.Tensor:
     mod = _load_triton()
     if mod.INTERPRET and x.dtype == torch.bfloat16:
         x = x.float()  # numpy (the interpreter) has no bfloat16; exact, same signs
-    flat = x.reshape(-1, k)
-    r = flat.shape[0]
+    r = x.numel() // k
+    rows = _row_layout(x)
+    if rows is None:  # leading dims not expressible as two strided levels: copy
+        x = x.contiguous()
+        rows = _row_layout(x)
+    r_inner, stride_o, stride_r = rows
     w = packed_words(k)
     out = torch.empty((r, w), dtype=torch.int32, device=x.device)
     block_r, block_w = (8, 4) if mod.INTERPRET else (16, 8)
     grid = (triton_cdiv(r, block_r), triton_cdiv(w, block_w))
     mod.pack_kernel[grid](
-        flat, out, r, k, w, flat.stride(0), flat.stride(1), out.stride(0),
+        x, out, r, k, w, r_inner, stride_o, stride_r, x.stride(-1), out.stride(0),
         BLOCK_R=block_r, BLOCK_W=block_w,
     )
     out = out.reshape(*x.shape[:-1], w)
     return out.view(torch.int64) if dtype == torch.int64 else out
+
+
+def _row_layout(x: torch.Tensor):
+    """(rows_inner, stride_outer, stride_inner) so that row r of x.reshape(-1, k) starts at
+    (r // rows_inner) * stride_outer + (r % rows_inner) * stride_inner, or None."""
+    dims = [(n, st) for n, st in zip(x.shape[:-1], x.stride()[:-1]) if n != 1]
+    merged: list[list[int]] = []
+    for n, st in reversed(dims):  # merge from the innermost leading dim outwards
+        if merged and merged[-1][1] * merged[-1][0] == st:
+            merged[-1][0] *= n
+        else:
+            merged.append([n, st])
+    if not merged:
+        return (1, 0, 0)
+    if len(merged) == 1:
+        return (merged[0][0], 0, merged[0][1])
+    if len(merged) == 2:
+        (n_in, st_in), (_, st_out) = merged
+        return (n_in, st_out, st_in)
+    return None
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -59,10 +59,14 @@ def _word_mask(offs_w, K_BITS):
 
 @triton.jit
 def pack_kernel(
-    x_ptr, out_ptr, R, K, W, stride_xr, stride_xk, stride_or,
+    x_ptr, out_ptr, R, K, W, R_INNER, stride_xo, stride_xr, stride_xk, stride_or,
     BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    """out[r, w] = sum_j (not x[r, 32 w + j] >= 0) << j over valid j; zero bits past K."""
+    """out[r, w] = sum_j (not x[r, 32 w + j] >= 0) << j over valid j; zero bits past K.
+
+    Row r of x starts at (r // R_INNER) * stride_xo + (r % R_INNER) * stride_xr, so views such
+    as an NCHW tensor read as NHWC rows pack without a copy.
+    """
     pid_r = tl.program_id(0)
     pid_w = tl.program_id(1)
     offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -71,7 +75,9 @@ def pack_kernel(
     offs_k = offs_w[None, :, None] * 32 + j[None, None, :]  # [1, BW, 32]
     row_ok = offs_r[:, None, None] < R
     mask = row_ok & (offs_k < K)
-    ptrs = x_ptr + offs_r[:, None, None].to(tl.int64) * stride_xr + offs_k.to(tl.int64) * stride_xk
+    r64 = offs_r.to(tl.int64)
+    row_off = (r64 // R_INNER) * stride_xo + (r64 % R_INNER) * stride_xr
+    ptrs = x_ptr + row_off[:, None, None] + offs_k.to(tl.int64) * stride_xk
     x = tl.load(ptrs, mask=mask, other=0)
     neg = ~(x >= 0)  # NaN compares false: it packs as -1, like the CPU kernels
     neg = neg & mask

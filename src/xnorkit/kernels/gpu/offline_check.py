@@ -107,8 +107,8 @@ def check(arches, all_configs: bool) -> list[dict]:
                 rows.append({"kernel": "bgemm", "arch": arch, "out": out, **cfg.kwargs,
                              "num_warps": cfg.num_warps, "num_stages": cfg.num_stages, **r})
         for dt in ("fp32", "fp16", "bf16", "i8"):
-            sig = {"x_ptr": f"*{dt}", "out_ptr": "*i32", "R": "i32", "K": "i32", "W": "i32",
-                   "stride_xr": "i32", "stride_xk": "i32", "stride_or": "i32"}
+            sig = {"x_ptr": f"*{dt}", "out_ptr": "*i32", "R": "i32", "K": "i32", "W": "i32", "R_INNER": "i32",
+                   "stride_xo": "i32", "stride_xr": "i32", "stride_xk": "i32", "stride_or": "i32"}
             r = compile_report(T.pack_kernel, sig, {"BLOCK_R": 16, "BLOCK_W": 8}, arch, 4, 3)
             rows.append({"kernel": f"pack[{dt}]", "arch": arch, **r})
         sig = {"w_ptr": "*i32", "out_ptr": "*i8", "R": "i32", "K": "i32", "WIDTH": "i32",
