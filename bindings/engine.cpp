@@ -13,7 +13,10 @@
 
 extern "C" {
 #include "ops/xk_ops.h"
+#include "xnorkit/xk_engine.h"
 }
+
+#include <chrono>
 
 namespace nb = nanobind;
 
@@ -301,9 +304,171 @@ xk_act_params act_params(nb::dict d, std::vector<nb::object> &keep) {
   return a;
 }
 
+// ---------------------------------------------------------------- the model engine
+// Owns a copy-free reference to the file bytes (a numpy uint8 array kept alive) and one
+// 64-byte aligned arena holding everything the model needs.
+class Engine {
+ public:
+  Engine(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> data, uint32_t max_batch,
+         uint32_t num_threads)
+      : data_(data) {
+    opt_.max_batch = max_batch ? max_batch : 1;
+    opt_.num_threads = num_threads;
+    size_t need = 0;
+    {
+      nb::gil_scoped_release nogil;
+      xk_check(xk_model_arena_size(data_.data(), data_.size(), &opt_, &need));
+    }
+    arena_.assign(need / 8 + 16, 0);
+    uint8_t *base = reinterpret_cast<uint8_t *>(arena_.data());
+    uint8_t *aligned = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(base) + 63) / 64 * 64);
+    arena_bytes_ = need;
+    nb::gil_scoped_release nogil;
+    xk_check(xk_model_load(data_.data(), data_.size(), &opt_, aligned, arena_.size() * 8 - (aligned - base), &model_));
+  }
+
+  size_t arena_bytes() const { return arena_bytes_; }
+  uint32_t max_batch() const { return opt_.max_batch; }
+
+  // inputs: float32 arrays in the stored layout with a leading batch dimension.
+  std::vector<nb::object> run(std::vector<nb::ndarray<const float, nb::c_contig, nb::device::cpu>> inputs, size_t batch,
+                              bool profile) {
+    size_t nin = xk_model_num_inputs(model_), nout = xk_model_num_outputs(model_);
+    if (inputs.size() != nin) throw nb::value_error(("model has " + std::to_string(nin) + " input(s), got " + std::to_string(inputs.size())).c_str());
+    std::vector<const float *> in_ptrs;
+    for (size_t i = 0; i < nin; i++) {
+      xk_tensor_info ti;
+      xk_check(xk_model_input(model_, i, &ti));
+      if (inputs[i].size() != batch * ti.count)
+        throw nb::value_error(("input " + std::to_string(i) + " '" + ti.name + "': expected " + std::to_string(batch) + " x " +
+                               std::to_string(ti.count) + " floats, got " + std::to_string(inputs[i].size())).c_str());
+      in_ptrs.push_back(inputs[i].data());
+    }
+    std::vector<nb::object> outs;
+    std::vector<float *> out_ptrs;
+    for (size_t i = 0; i < nout; i++) {
+      xk_tensor_info ti;
+      xk_check(xk_model_output(model_, i, &ti));
+      std::vector<size_t> shape{batch};
+      for (int d = 1; d < ti.ndim; d++) shape.push_back(ti.shape[d]);
+      auto a = new_array<float>(shape);
+      out_ptrs.push_back(a.data());
+      outs.push_back(nb::cast(a));
+    }
+    size_t nops = xk_model_num_ops(model_);
+    times_.assign(nops, 0.0);
+    {
+      nb::gil_scoped_release nogil;
+      if (profile) xk_model_set_hook(model_, &Engine::hook, this);
+      xk_status st = xk_model_run_multi(model_, batch, in_ptrs.data(), out_ptrs.data());
+      xk_model_set_hook(model_, nullptr, nullptr);
+      xk_check(st);
+    }
+    return outs;
+  }
+
+  std::vector<double> last_times() const { return times_; }
+
+  nb::dict tensor_dict(const xk_tensor_info &t) const {
+    nb::dict d;
+    d["name"] = std::string(t.name);
+    static const char *dt[] = {"?", "float32", "int8", "int32", "uint8", "bits"};
+    d["dtype"] = std::string(t.dtype >= 1 && t.dtype <= 5 ? dt[t.dtype] : "?");
+    std::vector<size_t> shape;
+    for (int i = 0; i < t.ndim; i++) shape.push_back(t.shape[i]);
+    d["shape"] = shape;
+    static const char *lay[] = {"same", "nchw", "ncl"};
+    d["torch_layout"] = std::string(t.torch_layout >= 0 && t.torch_layout <= 2 ? lay[t.torch_layout] : "?");
+    d["count"] = t.count;
+    return d;
+  }
+
+  nb::dict info() const {
+    nb::dict d;
+    nb::list ins, outs, ops;
+    for (size_t i = 0; i < xk_model_num_inputs(model_); i++) {
+      xk_tensor_info t;
+      xk_check(xk_model_input(model_, i, &t));
+      ins.append(tensor_dict(t));
+    }
+    for (size_t i = 0; i < xk_model_num_outputs(model_); i++) {
+      xk_tensor_info t;
+      xk_check(xk_model_output(model_, i, &t));
+      outs.append(tensor_dict(t));
+    }
+    for (size_t i = 0; i < xk_model_num_ops(model_); i++) {
+      xk_op_info o;
+      xk_check(xk_model_op(model_, i, &o));
+      nb::dict od;
+      od["name"] = std::string(o.name);
+      od["kind"] = std::string(o.kind);
+      od["precision"] = std::string(o.precision);
+      od["output"] = tensor_dict(o.output);
+      od["macs"] = o.macs;
+      od["weight_bytes"] = o.weight_bytes;
+      ops.append(od);
+    }
+    uint32_t major, minor;
+    uint64_t per_sample;
+    xk_model_format(model_, &major, &minor, &per_sample);
+    d["inputs"] = ins;
+    d["outputs"] = outs;
+    d["ops"] = ops;
+    d["format_version"] = std::to_string(major) + "." + std::to_string(minor);
+    d["activation_bytes_per_sample"] = per_sample;
+    d["arena_bytes"] = arena_bytes_;
+    d["max_batch"] = opt_.max_batch;
+    return d;
+  }
+
+  nb::object meta(const std::string &key) const {
+    int type;
+    const void *value;
+    size_t size;
+    if (xk_model_meta(model_, key.c_str(), &type, &value, &size) != XK_OK) return nb::none();
+    nb::dict d;
+    d["type"] = type;
+    d["bytes"] = nb::bytes(static_cast<const char *>(value), size);
+    return d;
+  }
+
+ private:
+  static void hook(void *user, size_t op, int end) {
+    Engine *e = static_cast<Engine *>(user);
+    auto now = std::chrono::steady_clock::now();
+    if (!end) e->t0_ = now;
+    else if (op < e->times_.size()) e->times_[op] = std::chrono::duration<double>(now - e->t0_).count();
+  }
+
+  nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> data_;
+  xk_model_options opt_{};
+  std::vector<uint64_t> arena_;
+  size_t arena_bytes_ = 0;
+  xk_model *model_ = nullptr;
+  std::vector<double> times_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 }  // namespace
 
 void bind_engine(nb::module_ &m) {
+  nb::class_<Engine>(m, "Engine")
+      .def(nb::init<nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>, uint32_t, uint32_t>(),
+           nb::arg("data"), nb::arg("max_batch") = 1, nb::arg("num_threads") = 0)
+      .def("run", &Engine::run, nb::arg("inputs"), nb::arg("batch"), nb::arg("profile") = false)
+      .def("last_times", &Engine::last_times)
+      .def("info", &Engine::info)
+      .def("meta", &Engine::meta)
+      .def_prop_ro("arena_bytes", &Engine::arena_bytes)
+      .def_prop_ro("max_batch", &Engine::max_batch);
+  m.def("model_arena_size", [](nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> data,
+                               uint32_t max_batch, uint32_t num_threads) {
+    xk_model_options o{max_batch, num_threads};
+    size_t need = 0;
+    xk_check(xk_model_arena_size(data.data(), data.size(), &o, &need));
+    return need;
+  });
+
   nb::module_ ops = m.def_submodule("ops", "engine operators (tests and benchmarks)");
   ops.def("bconv2d", &bconv2d);
   ops.def("bdense", &bdense);

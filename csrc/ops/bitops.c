@@ -129,3 +129,27 @@ xk_status xk_bconcat(size_t rows, size_t k, const uint8_t *const *in, const size
   }
   return XK_OK;
 }
+
+xk_status xk_bflatten(size_t n, size_t hw, size_t c, const uint8_t *in, uint8_t *out) {
+  static const char op[] = "xk_bflatten";
+  if (!in || !out || in == out) return xk_fail(XK_ERR_ARGUMENT, "%s: null or aliased buffers", op);
+  if (n == 0 || hw == 0 || c == 0) return xk_fail(XK_ERR_SHAPE, "%s: empty tensor", op);
+  if (((uintptr_t)in | (uintptr_t)out) % 8) return xk_fail(XK_ERR_ARGUMENT, "%s: buffers must be 8-byte aligned", op);
+  const size_t iw = xk_div_up(c, 64), orw = xk_packed_row_bytes(hw * c) / 8;
+  const uint64_t tail = xk_tail_mask(c);
+  const uint64_t *src = (const uint64_t *)in;
+  uint64_t *dst = (uint64_t *)out;
+  for (size_t b = 0; b < n; b++, dst += orw) {
+    memset(dst, 0, orw * 8);
+    for (size_t p = 0; p < hw; p++)
+      for (size_t w = 0; w < iw; w++) {
+        uint64_t v = src[(b * hw + p) * iw + w];
+        if (w + 1 == iw) v &= tail;
+        size_t pos = p * c + w * 64, q = pos / 64;
+        unsigned sh = (unsigned)(pos % 64);
+        dst[q] |= v << sh;
+        if (sh && q + 1 < orw) dst[q + 1] |= v >> (64 - sh);
+      }
+  }
+  return XK_OK;
+}

@@ -48,8 +48,8 @@ static void pool_task(void *ctx, size_t t) { /* one output row (b, oy) */
       } else {
         cnt = (size_t)((yhi - ylo) * (xhi - xlo));
       }
-      const float inv = 1.0f / (float)cnt;
-      for (size_t ch = 0; ch < c; ch++) y[ch] *= inv;
+      const float div = (float)cnt; /* divide (not multiply by 1/cnt): the format's rule */
+      for (size_t ch = 0; ch < c; ch++) y[ch] /= div;
     }
   }
 }
@@ -80,14 +80,14 @@ xk_status xk_avgpool2d(const xk_pool_shape *s, int count_include_pad, const floa
 xk_status xk_global_avgpool(size_t n, size_t hw, size_t c, const float *in, float *out) {
   if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "xk_global_avgpool: null buffer");
   if (n == 0 || hw == 0 || c == 0) return xk_fail(XK_ERR_SHAPE, "xk_global_avgpool: empty tensor");
-  const float inv = 1.0f / (float)hw;
+  const float div = (float)hw;
   for (size_t b = 0; b < n; b++) {
     float *y = out + b * c;
     const float *x = in + b * hw * c;
     for (size_t ch = 0; ch < c; ch++) y[ch] = x[ch];
     for (size_t p = 1; p < hw; p++)
       for (size_t ch = 0; ch < c; ch++) y[ch] += x[p * c + ch];
-    for (size_t ch = 0; ch < c; ch++) y[ch] *= inv;
+    for (size_t ch = 0; ch < c; ch++) y[ch] /= div;
   }
   return XK_OK;
 }

@@ -129,6 +129,10 @@ xk_status xk_bmaxpool2d(const xk_pool_shape *s, const uint8_t *in, const uint8_t
 /* Concatenate binary tensors along channels: k inputs with c[i] channels each. */
 xk_status xk_bconcat(size_t rows, size_t k, const uint8_t *const *in, const size_t *c, uint8_t *out);
 
+/* Flatten binary [n, hw pixels, c] to [n, hw * c]: each output row is the bit concatenation of
+ * the hw input rows' c real bits, re-padded to 64 bits. */
+xk_status xk_bflatten(size_t n, size_t hw, size_t c, const uint8_t *in, uint8_t *out);
+
 /* ------------------------------------------------------------------ float conv / dense */
 /* Float weights: [OC][KH][KW][C] floats (PyTorch's OIHW transposed to OHWI). */
 size_t xk_conv2d_packed_size(const xk_conv_shape *s);
