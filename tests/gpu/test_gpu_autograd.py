@@ -54,6 +54,45 @@ def test_xnor_linear_equals_float_simulation(shape, k, n):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(6,), (2, 3)])
+def test_xnor_linear_with_bias_equals_float_simulation(shape):
+    x = _latent(*shape, 70, seed=40)
+    w = _latent(5, 70, seed=41)
+    b = _latent(5, seed=42)
+    results = []
+    for fn in (xg.xnor_linear, F.linear):
+        xl, wl, bl = (t.clone().requires_grad_(True) for t in (x, w, b))
+        y = fn(_Ste.apply(xl), _Ste.apply(wl), bl)
+        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)).sum().backward()
+        results.append((y.detach(), xl.grad, wl.grad, bl.grad))
+    (y_b, *g_b), (y_f, *g_f) = results
+    torch.testing.assert_close(y_b, y_f, rtol=1e-6, atol=1e-5)  # see the conv test below
+    for a, b_ in zip(g_b, g_f):
+        assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("k,dilation", [(3, 1), (2, 1), (4, 1), (3, 2), ((2, 3), 1)])
+def test_xnor_conv2d_same_and_bias_equal_float_simulation(k, dilation):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = _latent(2, 3, 6, 5, seed=50 + kh)
+    w = _latent(4, 3, kh, kw, seed=51 + kw)
+    b = _latent(4, seed=52)
+    results = []
+    for fn in (xg.xnor_conv2d, F.conv2d):
+        xl, wl, bl = (t.clone().requires_grad_(True) for t in (x, w, b))
+        y = fn(_Ste.apply(xl), _Ste.apply(wl), bl, 1, "same", dilation)
+        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)).sum().backward()
+        y0 = fn(_Ste.apply(x), _Ste.apply(w), None, 1, "same", dilation)
+        results.append((y0, y.detach(), xl.grad, wl.grad, bl.grad))
+    (s_b, y_b, *g_b), (s_f, y_f, *g_f) = results
+    assert torch.equal(s_b, s_f)  # the integer sums, bit for bit
+    # With a bias the float op rounds partial sums in its own order; the binary path adds the
+    # bias to the exact sum once. Equal up to float32 rounding, never more.
+    torch.testing.assert_close(y_b, y_f, rtol=1e-6, atol=1e-5)
+    for a, b_ in zip(g_b, g_f):
+        assert torch.equal(a, b_)  # gradients identical
+
+
 def test_xnor_linear_dtype_and_errors():
     x = torch.ones(3, 10, device=DEVICE, dtype=torch.float64)
     w = -torch.ones(4, 10, device=DEVICE, dtype=torch.float64)
@@ -81,7 +120,7 @@ def test_xnor_conv2d_zero_padding_equals_float_simulation(c, o, ks, stride, padd
     kh, kw = (ks, ks) if isinstance(ks, int) else ks
     x = _latent(2, c, h, w, seed=c + h)
     wt = _latent(o, c // groups, kh, kw, seed=o + kh)
-    conv_b = lambda a, b: xg.xnor_conv2d(a, b, stride, padding, dilation, groups)  # noqa: E731
+    conv_b = lambda a, b: xg.xnor_conv2d(a, b, None, stride, padding, dilation, groups)  # noqa: E731
     conv_f = lambda a, b: F.conv2d(a, b, None, stride, padding, dilation, groups)  # noqa: E731
     (yb, gb), (yf, gf) = _both(conv_b, conv_f, x, wt, upstream_seed=c)
     assert yb.shape == yf.shape
@@ -94,14 +133,14 @@ def test_xnor_conv2d_zero_padding_equals_float_simulation(c, o, ks, stride, padd
 def test_xnor_conv2d_signed_padding_equals_explicit_pad(pad_value):
     x = _latent(2, 3, 5, 4, seed=30)
     wt = _latent(4, 3, 3, 3, seed=31)
-    conv_b = lambda a, b: xg.xnor_conv2d(a, b, 1, 1, pad_value=pad_value)  # noqa: E731
+    conv_b = lambda a, b: xg.xnor_conv2d(a, b, None, 1, 1, pad_value=pad_value)  # noqa: E731
     conv_f = lambda a, b: F.conv2d(F.pad(a, (1, 1, 1, 1), value=pad_value), b)  # noqa: E731
     (yb, gb), (yf, gf) = _both(conv_b, conv_f, x, wt, upstream_seed=5)
     assert torch.equal(yb, yf)
     for a, b in zip(gb, gf):
         assert torch.equal(a, b)
     # and it differs from zero padding at the border (the test could fail)
-    y0 = xg.xnor_conv2d(_Ste.apply(x), _Ste.apply(wt), 1, 1)
+    y0 = xg.xnor_conv2d(_Ste.apply(x), _Ste.apply(wt), None, 1, 1)
     assert not torch.equal(y0, yb)
 
 
@@ -110,8 +149,12 @@ def test_xnor_conv2d_errors():
     w = torch.ones(2, 4, 3, 3, device=DEVICE)
     with pytest.raises(ValueError, match="pad_value must be 0, \\+1 or -1"):
         xg.xnor_conv2d(x, w, pad_value=0.5)
-    with pytest.raises(ValueError, match="string padding"):
-        xg.xnor_conv2d(x, w, padding="same")
+    with pytest.raises(ValueError, match="needs stride 1"):
+        xg.xnor_conv2d(x, w, padding="same", stride=2)
+    with pytest.raises(ValueError, match="padding must be"):
+        xg.xnor_conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+        xg.xnor_conv2d(x, w, torch.ones(3, device=DEVICE))
     with pytest.raises(ValueError, match="groups=3"):
         xg.xnor_conv2d(x, w, groups=3)
     with pytest.raises(ValueError, match="larger than the padded input"):

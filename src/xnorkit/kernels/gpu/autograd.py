@@ -41,36 +41,43 @@ def _check_k(k: int, name: str) -> None:
 
 class _XnorLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w):
+    def forward(ctx, x, w, bias):
         ctx.save_for_backward(x, w)
+        ctx.has_bias = bias is not None
         k = x.shape[-1]
         n = w.shape[0]
-        y = bgemm(pack(x.reshape(-1, k)), pack(w), k, out="float")
-        return y.to(_result_dtype(x, w)).reshape(*x.shape[:-1], n)
+        y = bgemm(pack(x.reshape(-1, k)), pack(w), k, out="float").to(_result_dtype(x, w))
+        if bias is not None:
+            y = y + bias.to(y.dtype)  # one rounding of (exact sum + bias), as addmm does
+        return y.reshape(*x.shape[:-1], n)
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         k, n = x.shape[-1], w.shape[0]
         g2 = g.reshape(-1, n)
-        gx = gw = None
-        # The same products autograd forms for F.linear (mm backward): g @ w and g^T @ x.
+        gx = gw = gb = None
+        # The same products autograd forms for F.linear (addmm/mm backward): g @ w, g^T @ x,
+        # and the bias gradient summed over the rows.
         if ctx.needs_input_grad[0]:
             gx = g2.mm(w).reshape(x.shape)
         if ctx.needs_input_grad[1]:
             gw = g2.t().mm(x.reshape(-1, k))
-        return gx, gw
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)
+        return gx, gw, gb
 
 
-def xnor_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, w)`` for ±1 tensors, forward on packed bits (no bias; add it outside).
+def xnor_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, w, bias)`` for ±1 ``x`` and ``w``, forward on packed bits.
 
     Args:
         x: (..., K) ±1 activations (CUDA, or CPU in Triton interpreter mode).
         w: (N, K) ±1 weights on the same device.
+        bias: (N,) or None.
 
     Returns:
-        (..., N) tensor of dtype ``result_type(x, w)`` holding the exact integer sums.
+        (..., N) tensor of dtype ``result_type(x, w)``: the exact integer sums (+ bias).
     """
     if x.dim() < 1 or w.dim() != 2:
         raise ValueError(f"xnor_linear: expected x (..., K) and w (N, K), got {tuple(x.shape)} and {tuple(w.shape)}")
@@ -78,8 +85,10 @@ def xnor_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"xnor_linear: x has K={x.shape[-1]} features but w has K={w.shape[1]}")
     if x.device != w.device:
         raise ValueError(f"xnor_linear: x is on {x.device} but w is on {w.device}")
+    if bias is not None and bias.shape != (w.shape[0],):
+        raise ValueError(f"xnor_linear: bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
     _check_k(x.shape[-1], "xnor_linear")
-    return _XnorLinear.apply(x, w)
+    return _XnorLinear.apply(x, w, bias)
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -122,15 +131,17 @@ def _conv_bits(xp: torch.Tensor, w: torch.Tensor, stride, dilation) -> torch.Ten
 
 
 class _XnorConv2d(torch.autograd.Function):
+    """pads = (top, bottom, left, right); mode says how the float op it mirrors padded:
+    "conv" (padding inside F.conv2d, symmetric), "same" (F.conv2d(padding="same"): an extra
+    zero row/column on the bottom/right via constant_pad_nd, then symmetric), "explicit"
+    (F.pad with pad_value, then no padding)."""
+
     @staticmethod
-    def forward(ctx, x, w, stride, padding, dilation, groups, pad_value):
-        ph, pw = padding
-        if pad_value == 0.0 or (ph == 0 and pw == 0):
-            conv_pad = (ph, pw)  # F.conv2d semantics: zero padding
-            xp = F.pad(x, (pw, pw, ph, ph), value=1.0) if (ph or pw) else x
-        else:
-            conv_pad = (0, 0)
-            xp = F.pad(x, (pw, pw, ph, ph), value=float(pad_value))
+    def forward(ctx, x, w, bias, stride, dilation, groups, pads, mode, pad_value):
+        top, bottom, left, right = pads
+        padded = any(pads)
+        fill = 1.0 if pad_value == 0.0 else float(pad_value)  # zero padding: +1, corrected below
+        xp = F.pad(x, (left, right, top, bottom), value=fill) if padded else x
         cg = x.shape[1] // groups
         og = w.shape[0] // groups
         outs = []
@@ -139,37 +150,47 @@ class _XnorConv2d(torch.autograd.Function):
             ws = w[gi * og:(gi + 1) * og] if groups > 1 else w
             outs.append(_conv_bits(xs, ws, stride, dilation))
         y = torch.cat(outs, 1) if groups > 1 else outs[0]
-        if pad_value == 0.0 and (ph or pw):
+        if pad_value == 0.0 and padded:
             # Padded taps were packed as +1; zero padding contributes nothing, so remove
             # sum(w over the padded taps) = conv(border indicator, per-group channel sums of w).
             ind = torch.ones((1, 1, x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device)
-            ind = 1.0 - F.pad(ind, (pw, pw, ph, ph), value=0.0)
+            ind = 1.0 - F.pad(ind, (left, right, top, bottom), value=0.0)
             wsum = w.to(torch.float32).reshape(groups, og, cg, *w.shape[2:]).sum(2).reshape(w.shape[0], 1, *w.shape[2:])
-            corr = F.conv2d(ind.expand(1, groups, -1, -1), wsum, None, stride, 0, dilation, groups)
-            y = y - corr
-        ctx.conv = (stride, conv_pad, dilation, groups, (ph, pw), pad_value)
+            y = y - F.conv2d(ind.expand(1, groups, -1, -1), wsum, None, stride, 0, dilation, groups)
+        y = y.to(_result_dtype(x, w))
+        if bias is not None:
+            y = y + bias.to(y.dtype).reshape(1, -1, 1, 1)  # one rounding of (exact sum + bias), as conv does
+        ctx.conv = (stride, dilation, groups, pads, mode, pad_value)
+        ctx.has_bias = bias is not None
         ctx.save_for_backward(x, w)
-        return y.to(_result_dtype(x, w))
+        return y
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        stride, conv_pad, dilation, groups, (ph, pw), pad_value = ctx.conv
-        explicit = conv_pad == (0, 0) and (ph or pw)
-        xin = F.pad(x, (pw, pw, ph, ph), value=float(pad_value)) if explicit else x
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        stride, dilation, groups, (top, bottom, left, right), mode, pad_value = ctx.conv
+        if mode == "explicit":
+            xin, conv_pad, crop = F.pad(x, (left, right, top, bottom), value=float(pad_value)), (0, 0), (top, left)
+        elif mode == "same" and (bottom != top or right != left):
+            xin = F.pad(x, (0, right - left, 0, bottom - top), value=0.0)  # _convolution_mode's pad
+            conv_pad, crop = (top, left), (0, 0)
+        else:
+            xin, conv_pad, crop = x, (top, left), None
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
         # Exactly the call autograd makes for F.conv2d (ConvolutionBackward0).
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            g, xin, w, None, list(stride), list(conv_pad), list(dilation), False, [0, 0], groups, mask
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            g, xin, w, [w.shape[0]] if ctx.has_bias else None, list(stride), list(conv_pad), list(dilation),
+            False, [0, 0], groups, mask,
         )
-        if explicit and gx is not None:
-            gx = gx[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]  # F.pad's backward
-        return gx, gw, None, None, None, None, None
+        if crop is not None and gx is not None:
+            gx = gx[:, :, crop[0]:crop[0] + x.shape[2], crop[1]:crop[1] + x.shape[3]]  # F.pad's backward
+        return gx, gw, gb, None, None, None, None, None, None
 
 
 def xnor_conv2d(
     x: torch.Tensor,
     w: torch.Tensor,
+    bias: torch.Tensor | None = None,
     stride=1,
     padding=0,
     dilation=1,
@@ -177,21 +198,20 @@ def xnor_conv2d(
     *,
     pad_value: float = 0.0,
 ) -> torch.Tensor:
-    """``F.conv2d(x, w, None, stride, padding, dilation, groups)`` for ±1 tensors, on packed bits.
+    """``F.conv2d(x, w, bias, stride, padding, dilation, groups)`` for ±1 x and w, on packed bits.
 
     Args:
-        x: (N, C, H, W) ±1 activations; w: (O, C / groups, kh, kw) ±1 weights.
-        padding: int or pair (no "same"/"valid" strings: resolve them first).
+        x: (N, C, H, W) ±1 activations; w: (O, C / groups, kh, kw) ±1 weights; bias: (O,) or None.
+        padding: int, pair, "valid" or "same" (stride 1, as F.conv2d).
         pad_value: value of the padded border: 0.0 (F.conv2d semantics, corrected exactly),
-            +1.0 or -1.0. With ±1 the gradient is that of ``F.conv2d(F.pad(x, value=pad_value), w)``.
+            +1.0 or -1.0. With ±1 the gradients are those of
+            ``F.conv2d(F.pad(x, value=pad_value), w, bias, stride, 0, dilation, groups)``.
 
     Returns:
-        (N, O, Ho, Wo) tensor of dtype ``result_type(x, w)`` holding the exact integer sums.
+        (N, O, Ho, Wo) tensor of dtype ``result_type(x, w)``: exact integer sums (+ bias).
     """
     if x.dim() != 4 or w.dim() != 4:
         raise ValueError(f"xnor_conv2d: expected 4-D x and w, got {tuple(x.shape)} and {tuple(w.shape)}")
-    if isinstance(padding, str):
-        raise ValueError("xnor_conv2d: string padding is not supported; pass ints (resolve 'same'/'valid' first)")
     if pad_value not in (0.0, 1.0, -1.0):
         raise ValueError(f"xnor_conv2d: pad_value must be 0, +1 or -1, got {pad_value}")
     groups = int(groups)
@@ -201,10 +221,29 @@ def xnor_conv2d(
         )
     if x.device != w.device:
         raise ValueError(f"xnor_conv2d: x is on {x.device} but w is on {w.device}")
+    if bias is not None and bias.shape != (w.shape[0],):
+        raise ValueError(f"xnor_conv2d: bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
     _check_k(w.shape[1] * w.shape[2] * w.shape[3], "xnor_conv2d")
-    return _XnorConv2d.apply(
-        x, w, _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"), groups, float(pad_value)
-    )
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    mode = "conv"
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError("xnor_conv2d: padding='same' needs stride 1 (as F.conv2d)")
+            th, tw = dilation[0] * (w.shape[2] - 1), dilation[1] * (w.shape[3] - 1)
+            pads, mode = (th // 2, th - th // 2, tw // 2, tw - tw // 2), "same"
+        else:
+            raise ValueError(f"xnor_conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    else:
+        ph, pw = _pair(padding, "padding")
+        pads = (ph, ph, pw, pw)
+    if pad_value != 0.0 and any(pads):
+        if mode == "same":
+            raise ValueError("xnor_conv2d: padding='same' with a nonzero pad_value: pass explicit ints")
+        mode = "explicit"
+    return _XnorConv2d.apply(x, w, bias, stride, dilation, groups, pads, mode, float(pad_value))
 
 
 # --------------------------------------------------------------------------- layer routing
@@ -239,25 +278,36 @@ def binary_kernels_enabled(t: torch.Tensor) -> bool:
     return state[1] and t.device.type == "cpu" and interpreting() and unavailable_reason() is None
 
 
-# Quantizers whose forward output is exactly ±1 (sign0 of something): the binary kernels compute
-# the same integer sums as the float simulation only for these. Not included: LeakySign (0 -> 0),
-# SteHeaviside ({0, 1}), MagnitudeAwareSign (±alpha), NoOp (identity; exact only if the weights
-# happen to be ±1), DoReFa/SteTern (multi-level).
+# Fallback for quantizer modules that do not declare ``values``: classes known to output exactly
+# ±1. Not ±1: LeakySign (0 -> 0), SteHeaviside ({0, 1}), MagnitudeAwareSign (±alpha), NoOp
+# (identity; ±1 only if the weights happen to be), DoReFa/SteTern (multi-level).
 SIGN_QUANTIZERS = frozenset({"SteSign", "ApproxSign", "SwishSign", "BMXNetSign"})
+
+
+def _is_pm1(q) -> bool:
+    """Whether quantizer module ``q`` declares (``values``) or is known to output exactly ±1."""
+    if q is None:
+        return False
+    values = getattr(q, "values", None)
+    if values is not None:
+        try:
+            return set(float(v) for v in values) == {-1.0, 1.0}
+        except TypeError:
+            return False
+    return type(q).__name__ in SIGN_QUANTIZERS
 
 
 def routes(layer: torch.nn.Module, t: torch.Tensor) -> bool:
     """Whether binary ``layer`` seeing tensor ``t`` should run on the packed-bit kernels now.
 
     True inside :func:`use_binary_kernels` (and where the kernels can run on ``t``'s device) for a
-    layer whose input and weight quantizers are both sign-type ±1 quantizers and whose export
-    spec says 1-bit inputs and weights with no weight scale.
+    layer whose input and weight quantizers both output exactly ±1 (their ``values`` is
+    {-1, +1}; e.g. ste_sign, approx_sign, swish_sign, bmxnet_sign) and whose export spec, if it
+    has one, says 1-bit inputs and weights with no weight scale.
     """
     if not binary_kernels_enabled(t):
         return False
-    iq = getattr(layer, "input_quantizer", None)
-    wq = getattr(layer, "weight_quantizer", None)
-    if type(iq).__name__ not in SIGN_QUANTIZERS or type(wq).__name__ not in SIGN_QUANTIZERS:
+    if not (_is_pm1(getattr(layer, "input_quantizer", None)) and _is_pm1(getattr(layer, "weight_quantizer", None))):
         return False
     spec_fn = getattr(layer, "export_spec", None)
     if spec_fn is not None:
