@@ -192,7 +192,8 @@ class _SwishSign(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         b = ctx.beta
-        bx = x * b
+        # beyond |b x| = 60 the derivative is below 1e-23; clamping keeps inf/huge x finite
+        bx = (x * b).clamp_(-60.0, 60.0)
         d = (2.0 - bx * torch.tanh(bx * 0.5)).mul_(b).div_(torch.cosh(bx).add_(1.0))
         return grad * d, None
 
@@ -373,7 +374,7 @@ def swish_sign(x: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
 
     Pseudo-gradient, the derivative of SS_b(x) = 2 sigmoid(b x) (1 + b x (1 - sigmoid(b x))) - 1:
         dq/dx = b (2 - b x tanh(b x / 2)) / (1 + cosh(b x)),   b = ``beta``.
-    It peaks at b/2 for x = 0 and is slightly negative for |x| > 2.4/b.
+    It peaks at b for x = 0 and is slightly negative for |x| > 2.4/b.
 
     References:
         Darabi, Belbahri, Courbariaux, Partovi Nia, "BNN+: Improved Binary Network Training",
