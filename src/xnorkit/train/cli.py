@@ -82,11 +82,11 @@ def _print_config(cfg, run_name: str) -> None:
 @click.option("--reg", "reg", type=float,
               help="L1 penalty on all trainable parameters (seed 000 flag; sets hparams.l1).")
 @click.option("--binary/--no-binary", "binary", default=None,
-              help="Seed 000 flag: binary (default for binarynet_mlp) or full-precision MLP.")
+              help="Seed 000 flag: binary (default) or full-precision MLP (model.binary).")
 @click.option("--batch_norm/--no-batch_norm", "--batch-norm/--no-batch-norm", "batch_norm",
               default=None, help="Seed 000 flag: BatchNorm after each hidden layer (model arg).")
 @click.option("--n_hidden", "--n-hidden", "n_hidden", type=click.IntRange(1),
-              help="Seed 000 flag: hidden units per layer of the MLP (model arg).")
+              help="Seed 000 flag: hidden units per layer of the MLP (model.hidden_units).")
 @click.option("--log-dir", "--log_dir", "log_dir", default="runs", show_default=True,
               type=click.Path(file_okay=False), help="Parent folder of run directories.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
@@ -159,7 +159,8 @@ def train(model, dataset, hparams_set, hparams, epochs, batch_size, lr, reg, bin
         overrides = parse_overrides(list(hparams))
         flags = {"epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "l1": reg}
         overrides |= {k: v for k, v in flags.items() if v is not None}
-        model_flags = {"binary": binary, "batch_norm": batch_norm, "n_hidden": n_hidden}
+        # Seed 000's MLP flags map onto binarynet_mlp's arguments.
+        model_flags = {"binary": binary, "batch_norm": batch_norm, "hidden_units": n_hidden}
         overrides |= {f"model.{k}": v for k, v in model_flags.items() if v is not None}
         hp = apply_overrides(hp, overrides)
         hp.validate()

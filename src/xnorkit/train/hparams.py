@@ -61,9 +61,6 @@ class HParams:
             hyperparameters (tau, gamma, sigma of the spec, §7.3).
         bop_correction: Bop2ndOrder bias correction: ``none``, ``code`` (the seed's /gamma,
             /sigma) or ``adam``.
-        latent_clip: clip latent binary weights to [-c, c] after every step (BinaryNet: 1;
-            None disables; latent-weight optimizers only). Layers that declare their own
-            ``weight_clip`` are clipped to it as well.
         momentum: SGD momentum; adam_betas: Adam betas; weight_decay: L2 on float parameters.
         l1: L1 penalty on all trainable parameters (seed 000's ``--reg``; 0 disables it).
         glorot_lr_scale: BinaryNet's per-layer learning-rate scale of latent binary weights.
@@ -96,7 +93,6 @@ class HParams:
     sigma_end: float | None = None
     sigma_decay: float = 0.1
     bop_correction: str = "none"
-    latent_clip: float | None = 1.0
     momentum: float = 0.9
     adam_betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.0

@@ -21,10 +21,6 @@ _BOP_COMMON = dict(optimizer="bop", loss="cross_entropy", preprocess="resize_and
                    learning_rate=0.01)
 
 
-def _latent(**kw) -> HParams:
-    return HParams(**kw)
-
-
 def _register_seed004(model: str, layer_norm: bool) -> None:
     """Register seed 004's sets for one BinaryNet variant (§7.5 table)."""
     ln = layer_norm
@@ -116,8 +112,13 @@ def _binarynet_mlp_paper() -> HParams:
                    glorot_lr_scale=True, validation_size=10000)
 
 
-@register_hparams("binarynet_mlp", "seed000", "seed 000's MNIST MLP defaults: 1000 steps of batch "
-                  "100, Adam 1e-3, L1 1e-4, pixels in [0, 1]")
+@register_hparams("binarynet_mlp", "seed000", "seed 000's MNIST MLP (HEAD --binary --batch_norm): "
+                  "512 hidden, real first/last layer, Adam 1e-3, L1 1e-4, pixels in [0, 1]")
 def _seed000() -> HParams:
+    # Seed 000 ran 1000 steps of batch 100 (add --max-steps 1000 for that); its --lr was
+    # ignored (Adam 1e-3 hard-coded), here --lr takes effect.
     return HParams(epochs=2, batch_size=100, loss="cross_entropy", optimizer="adam",
-                   learning_rate=1e-3, l1=1e-4, preprocess="unit")
+                   learning_rate=1e-3, l1=1e-4, preprocess="unit",
+                   model=dict(hidden_units=512, binarize_first=False, binarize_last=False,
+                              bn_affine=False, output_batch_norm=False, bias=False,
+                              dropout_in=0.0, dropout_hidden=0.2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from xnorkit.train.hparams import HParams, make_schedule
@@ -38,9 +37,9 @@ def build_optimizer(model: nn.Module, hp: HParams, steps_per_epoch: int):
     """The optimizer named by ``hp.optimizer``, through :func:`xnorkit.optim.make_optimizer`.
 
     - ``adam`` / ``sgd``: latent-weight training (BinaryNet): binary weights (layers with
-      ``export_spec().weight_bits == 1``) get no weight decay, BinaryNet's Glorot LR scale when
-      ``hp.glorot_lr_scale`` and clipping to ``hp.latent_clip``; other parameters get
-      ``hp.weight_decay``.
+      ``export_spec().weight_bits == 1``) get no weight decay and BinaryNet's Glorot LR scale
+      when ``hp.glorot_lr_scale``; other parameters get ``hp.weight_decay``. Clipping is the
+      layers' own constraint (``weight_clip``, see :func:`apply_weight_constraints`).
     - ``bop`` / ``bop2ndorder``: binary weights go to Bop / Bop2ndOrder (``threshold``,
       ``gamma``, ``sigma``, ``bop_correction``), everything else to Adam.
 
@@ -59,8 +58,7 @@ def build_optimizer(model: nn.Module, hp: HParams, steps_per_epoch: int):
     if hp.optimizer in ("adam", "sgd"):
         return make_optimizer(model, binary=hp.optimizer, binary_kwargs={"lr": lr, **extra},
                               float=float_name, float_kwargs=float_kwargs,
-                              glorot_lr_scale=hp.glorot_lr_scale, clip_latent=hp.latent_clip,
-                              require_binary=False)
+                              glorot_lr_scale=hp.glorot_lr_scale, require_binary=False)
     bkw = {"threshold": make_schedule(hp, "threshold", steps_per_epoch),
            "gamma": make_schedule(hp, "gamma", steps_per_epoch)}
     if hp.optimizer == "bop2ndorder":
@@ -74,10 +72,8 @@ def build_optimizer(model: nn.Module, hp: HParams, steps_per_epoch: int):
 
 
 def apply_weight_constraints(model: nn.Module) -> None:
-    """Clip the weights of layers that declare ``weight_clip`` (xnorkit.nn's constraint)."""
-    with torch.no_grad():
-        for m in model.modules():
-            clip = getattr(m, "weight_clip", None)
-            w = getattr(m, "weight", None)
-            if clip is not None and isinstance(w, torch.Tensor) and callable(getattr(m, "export_spec", None)):
-                w.clamp_(-clip, clip)
+    """Clip latent weights to each layer's declared ``weight_clip`` (xnorkit.nn's constraint,
+    BinaryNet's clipping to [-1, 1]); call after every optimizer step."""
+    from xnorkit.nn import apply_constraints
+
+    apply_constraints(model)
