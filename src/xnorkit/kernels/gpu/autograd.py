@@ -309,6 +309,11 @@ def routes(layer: torch.nn.Module, t: torch.Tensor) -> bool:
         return False
     if not (_is_pm1(getattr(layer, "input_quantizer", None)) and _is_pm1(getattr(layer, "weight_quantizer", None))):
         return False
+    if isinstance(layer, torch.nn.Conv2d):
+        if t.dim() != 4:  # unbatched input: leave it to F.conv2d
+            return False
+        if layer.groups > 1 and layer.groups == layer.in_channels:  # depthwise: K = kh*kw bits, no gain
+            return False
     spec_fn = getattr(layer, "export_spec", None)
     if spec_fn is not None:
         spec = spec_fn()
