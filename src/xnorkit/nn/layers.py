@@ -17,6 +17,8 @@ spec §1.3), so the deployed bit-packed convolution reproduces it exactly.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,17 @@ from torch import nn
 from .base import QuantLayerMixin, register_layer
 
 __all__ = ["QuantLinear", "QuantConv1d", "QuantConv2d", "QuantDepthwiseConv2d"]
+
+
+def _binary_kernels(layer: nn.Module, xq: torch.Tensor):
+    """``xnorkit.kernels.gpu`` if its ``use_binary_kernels()`` routes this layer now, else None.
+
+    Opt-in packed-bit forward for binary layers (docs/gpu.md); the module is optional (Triton),
+    so it is only consulted once the user has imported it.
+    """
+    gpu = sys.modules.get("xnorkit.kernels.gpu")
+    return gpu if gpu is not None and gpu.routes(layer, xq) else None
+
 
 _QUANT_ARGS_DOC = """
         input_quantizer: quantizer of the input: None, an alias (``"ste_sign"``), a module
@@ -80,7 +93,9 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__}: expected input with last dimension "
                              f"in_features={self.in_features}, got shape {tuple(x.shape)}")
-        y = F.linear(self._quantize_input(x), self.quantized_weight(), self.bias)
+        xq = self._quantize_input(x)
+        gpu = _binary_kernels(self, xq)
+        y = (F.linear if gpu is None else gpu.xnor_linear)(xq, self.quantized_weight(), self.bias)
         return self._apply_output_scale(y)
 
     def extra_repr(self) -> str:
@@ -178,8 +193,9 @@ class _QuantConvMixin(QuantLayerMixin):
             if any(flat):
                 xq = F.pad(xq, flat, mode="constant", value=self.pad_value)
             native = 0
-        y = type(self)._conv_fn(xq, self.quantized_weight(), self.bias, self.stride, native,
-                                self.dilation, self.groups)
+        gpu = _binary_kernels(self, xq) if self._nd == 2 else None
+        conv = type(self)._conv_fn if gpu is None else gpu.xnor_conv2d
+        y = conv(xq, self.quantized_weight(), self.bias, self.stride, native, self.dilation, self.groups)
         return self._apply_output_scale(y)
 
 
