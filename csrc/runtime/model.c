@@ -99,16 +99,16 @@ static void *bump_take(bump *b, size_t n) {
 /* ------------------------------------------------------------------ file-level checks */
 static xk_status check_file(const uint8_t *d, size_t size, xk_model *m) {
   if (!d) return xk_fail(XK_ERR_ARGUMENT, "model: null data");
-  if (((uintptr_t)d) % 8) return xk_fail(XK_ERR_ARGUMENT, "model: the file bytes must be 8-byte aligned (got address %% 8 = %u)", (unsigned)(((uintptr_t)d) % 8));
+  if (((uintptr_t)d) % 8) return xk_fail(XK_ERR_ARGUMENT, "model: the file bytes must be 8-byte aligned (got address %% 8 = %u)", (unsigned)((unsigned)(((uintptr_t)d) % 8)));
   if (size < sizeof(xkf_header)) return FMT_FAIL("model file truncated: %zu bytes, shorter than the 128-byte header", size);
   const xkf_header *h = (const xkf_header *)d;
   if (memcmp(h->magic, XKF_MAGIC, 4) != 0) return FMT_FAIL("not an xnorkit model: magic is not \"XNRK\"");
   if (h->version_major != XKF_VERSION_MAJOR)
-    return FMT_FAIL("unsupported format version %u.%u (this engine reads version %u.x)", h->version_major, h->version_minor, XKF_VERSION_MAJOR);
-  if (h->header_size != sizeof(xkf_header)) return FMT_FAIL("header_size is %u, expected 128", h->header_size);
+    return FMT_FAIL("unsupported format version %u.%u (this engine reads version %u.x)", (unsigned)(h->version_major), (unsigned)(h->version_minor), (unsigned)(XKF_VERSION_MAJOR));
+  if (h->header_size != sizeof(xkf_header)) return FMT_FAIL("header_size is %u, expected 128", (unsigned)(h->header_size));
   if (xk_crc32(0, d, 124) != h->header_crc32) return FMT_FAIL("header checksum mismatch (header_crc32): the header is corrupted");
   if ((h->flags & XKF_FLAGS_REQUIRED) != XKF_FLAGS_REQUIRED || (h->flags & ~XKF_FLAGS_KNOWN))
-    return FMT_FAIL("flags 0x%x: expected all of 0x%x and no unknown bits", h->flags, XKF_FLAGS_REQUIRED);
+    return FMT_FAIL("flags 0x%x: expected all of 0x%x and no unknown bits", (unsigned)(h->flags), (unsigned)(XKF_FLAGS_REQUIRED));
   if (h->file_size != size) {
     if (h->file_size > size) return FMT_FAIL("model file truncated: header says %llu bytes, got %zu", (unsigned long long)h->file_size, size);
     return FMT_FAIL("file_size is %llu but %zu bytes were given (trailing data)", (unsigned long long)h->file_size, size);
@@ -117,8 +117,8 @@ static xk_status check_file(const uint8_t *d, size_t size, xk_model *m) {
     return FMT_FAIL("checksum mismatch (crc32 of bytes [128, %zu)): the file is corrupted", size);
   if (h->arena_size % XKF_ALIGN) return FMT_FAIL("arena_size %llu is not a multiple of 64", (unsigned long long)h->arena_size);
   if (h->op_count == 0 || h->input_count == 0 || h->output_count == 0)
-    return FMT_FAIL("empty graph: %u ops, %u inputs, %u outputs", h->op_count, h->input_count, h->output_count);
-  if (h->reserved != 0) return FMT_FAIL("header reserved field is %u, expected 0", h->reserved);
+    return FMT_FAIL("empty graph: %u ops, %u inputs, %u outputs", (unsigned)(h->op_count), (unsigned)(h->input_count), (unsigned)(h->output_count));
+  if (h->reserved != 0) return FMT_FAIL("header reserved field is %u, expected 0", (unsigned)(h->reserved));
   if (h->data_offset % XKF_ALIGN || h->data_offset > size || h->data_size != size - h->data_offset)
     return FMT_FAIL("data area [%llu, +%llu) does not match the file (size %zu, offsets multiple of 64)",
                     (unsigned long long)h->data_offset, (unsigned long long)h->data_size, size);
@@ -176,49 +176,49 @@ static xk_status check_tensors(const xk_model *m) {
   const xkf_header *h = m->h;
   for (uint32_t i = 0; i < h->tensor_count; i++) {
     const xkf_tensor *t = &m->tensors[i];
-    if (t->name >= h->strings_size) return FMT_FAIL("tensor %u: name offset %u outside the string table", i, t->name);
+    if (t->name >= h->strings_size) return FMT_FAIL("tensor %u: name offset %u outside the string table", (unsigned)(i), (unsigned)(t->name));
     const char *nm = str_at(m, t->name);
-    if (t->dtype < XKF_DTYPE_F32 || t->dtype > XKF_DTYPE_BITS) return FMT_FAIL("tensor %u '%s': unknown dtype %u", i, nm, t->dtype);
+    if (t->dtype < XKF_DTYPE_F32 || t->dtype > XKF_DTYPE_BITS) return FMT_FAIL("tensor %u '%s': unknown dtype %u", (unsigned)(i), nm, (unsigned)(t->dtype));
     if (t->storage != XKF_STORAGE_CONST && t->storage != XKF_STORAGE_ARENA)
-      return FMT_FAIL("tensor %u '%s': unknown storage %u", i, nm, t->storage);
-    if (t->ndim < 1 || t->ndim > 4) return FMT_FAIL("tensor %u '%s': ndim %u outside 1..4", i, nm, t->ndim);
-    if (t->torch_layout > XKF_TORCH_NCL) return FMT_FAIL("tensor %u '%s': unknown torch_layout %u", i, nm, t->torch_layout);
+      return FMT_FAIL("tensor %u '%s': unknown storage %u", (unsigned)(i), nm, (unsigned)(t->storage));
+    if (t->ndim < 1 || t->ndim > 4) return FMT_FAIL("tensor %u '%s': ndim %u outside 1..4", (unsigned)(i), nm, (unsigned)(t->ndim));
+    if (t->torch_layout > XKF_TORCH_NCL) return FMT_FAIL("tensor %u '%s': unknown torch_layout %u", (unsigned)(i), nm, (unsigned)(t->torch_layout));
     uint64_t elems = 1, rows = 1;
     for (int d = 0; d < 4; d++) {
-      if (d >= t->ndim && t->shape[d] != 1) return FMT_FAIL("tensor %u '%s': unused dimension %d is %u, expected 1", i, nm, d, t->shape[d]);
-      if (t->shape[d] == 0) return FMT_FAIL("tensor %u '%s': dimension %d is zero", i, nm, d);
-      if (mul_overflows(elems, t->shape[d], &elems)) return FMT_FAIL("tensor %u '%s': size overflows", i, nm);
+      if (d >= t->ndim && t->shape[d] != 1) return FMT_FAIL("tensor %u '%s': unused dimension %d is %u, expected 1", (unsigned)(i), nm, (int)(d), (unsigned)(t->shape[d]));
+      if (t->shape[d] == 0) return FMT_FAIL("tensor %u '%s': dimension %d is zero", (unsigned)(i), nm, (int)(d));
+      if (mul_overflows(elems, t->shape[d], &elems)) return FMT_FAIL("tensor %u '%s': size overflows", (unsigned)(i), nm);
       if (d < t->ndim - 1) rows *= t->shape[d];
     }
     uint64_t want;
     if (t->dtype == XKF_DTYPE_BITS) {
       uint64_t rb = XKF_PACKED_ROW_BYTES(t->shape[t->ndim - 1]);
-      if (t->row_bytes != rb) return FMT_FAIL("tensor %u '%s': row_bytes %u, expected %llu for %u bits", i, nm, t->row_bytes, (unsigned long long)rb, t->shape[t->ndim - 1]);
-      if (mul_overflows(rows, rb, &want)) return FMT_FAIL("tensor %u '%s': size overflows", i, nm);
+      if (t->row_bytes != rb) return FMT_FAIL("tensor %u '%s': row_bytes %u, expected %llu for %u bits", (unsigned)(i), nm, (unsigned)(t->row_bytes), (unsigned long long)rb, (unsigned)(t->shape[t->ndim - 1]));
+      if (mul_overflows(rows, rb, &want)) return FMT_FAIL("tensor %u '%s': size overflows", (unsigned)(i), nm);
     } else {
-      if (t->row_bytes != 0) return FMT_FAIL("tensor %u '%s': row_bytes %u for a non-bits tensor, expected 0", i, nm, t->row_bytes);
-      if (mul_overflows(elems, dtype_width(t->dtype), &want)) return FMT_FAIL("tensor %u '%s': size overflows", i, nm);
+      if (t->row_bytes != 0) return FMT_FAIL("tensor %u '%s': row_bytes %u for a non-bits tensor, expected 0", (unsigned)(i), nm, (unsigned)(t->row_bytes));
+      if (mul_overflows(elems, dtype_width(t->dtype), &want)) return FMT_FAIL("tensor %u '%s': size overflows", (unsigned)(i), nm);
     }
-    if (t->size != want) return FMT_FAIL("tensor %u '%s': size %llu bytes, expected %llu for its shape", i, nm, (unsigned long long)t->size, (unsigned long long)want);
-    if (t->offset % XKF_ALIGN) return FMT_FAIL("tensor %u '%s': offset %llu is not a multiple of 64", i, nm, (unsigned long long)t->offset);
+    if (t->size != want) return FMT_FAIL("tensor %u '%s': size %llu bytes, expected %llu for its shape", (unsigned)(i), nm, (unsigned long long)t->size, (unsigned long long)want);
+    if (t->offset % XKF_ALIGN) return FMT_FAIL("tensor %u '%s': offset %llu is not a multiple of 64", (unsigned)(i), nm, (unsigned long long)t->offset);
     if (t->storage == XKF_STORAGE_CONST) {
       if (t->offset < h->data_offset || !in_bounds(t->offset, t->size, h->file_size))
-        return FMT_FAIL("tensor %u '%s': blob [%llu, +%llu) outside the data area [%llu, %llu)", i, nm,
+        return FMT_FAIL("tensor %u '%s': blob [%llu, +%llu) outside the data area [%llu, %llu)", (unsigned)(i), nm,
                         (unsigned long long)t->offset, (unsigned long long)t->size, (unsigned long long)h->data_offset,
                         (unsigned long long)h->file_size);
     } else {
       if (t->dtype != XKF_DTYPE_F32 && t->dtype != XKF_DTYPE_BITS)
-        return FMT_FAIL("tensor %u '%s': activations must be F32 or BITS (dtype %u)", i, nm, t->dtype);
-      if (t->shape[0] != 1) return FMT_FAIL("tensor %u '%s': activation batch dimension is %u, expected 1", i, nm, t->shape[0]);
+        return FMT_FAIL("tensor %u '%s': activations must be F32 or BITS (dtype %u)", (unsigned)(i), nm, (unsigned)(t->dtype));
+      if (t->shape[0] != 1) return FMT_FAIL("tensor %u '%s': activation batch dimension is %u, expected 1", (unsigned)(i), nm, (unsigned)(t->shape[0]));
       if (!in_bounds(t->offset, t->size, h->arena_size))
-        return FMT_FAIL("tensor %u '%s': arena range [%llu, +%llu) past arena_size %llu", i, nm, (unsigned long long)t->offset,
+        return FMT_FAIL("tensor %u '%s': arena range [%llu, +%llu) past arena_size %llu", (unsigned)(i), nm, (unsigned long long)t->offset,
                         (unsigned long long)t->size, (unsigned long long)h->arena_size);
     }
   }
   for (uint32_t i = 0; i < h->meta_count; i++) {
     const xkf_meta *e = &m->meta[i];
-    if (e->key >= h->strings_size) return FMT_FAIL("metadata %u: key offset %u outside the string table", i, e->key);
-    if (e->type < XKF_META_UTF8 || e->type > XKF_META_I32) return FMT_FAIL("metadata '%s': unknown type %u", str_at(m, e->key), e->type);
+    if (e->key >= h->strings_size) return FMT_FAIL("metadata %u: key offset %u outside the string table", (unsigned)(i), (unsigned)(e->key));
+    if (e->type < XKF_META_UTF8 || e->type > XKF_META_I32) return FMT_FAIL("metadata '%s': unknown type %u", str_at(m, e->key), (unsigned)(e->type));
     uint64_t w = (e->type == XKF_META_F32 || e->type == XKF_META_I32) ? 4 : 1, want;
     if (mul_overflows(e->count, w, &want) || want != e->size)
       return FMT_FAIL("metadata '%s': size %llu does not match count %llu", str_at(m, e->key), (unsigned long long)e->size, (unsigned long long)e->count);
@@ -228,9 +228,9 @@ static xk_status check_tensors(const xk_model *m) {
   for (uint32_t i = 0; i < h->input_count + h->output_count; i++) {
     int32_t t = m->io[i];
     const char *what = i < h->input_count ? "input" : "output";
-    if (t < 0 || (uint32_t)t >= h->tensor_count) return FMT_FAIL("graph %s %u: tensor index %d out of range", what, i, t);
-    if (m->tensors[t].storage != XKF_STORAGE_ARENA) return FMT_FAIL("graph %s %u: tensor %d is not an activation", what, i, t);
-    if (i < h->input_count && m->tensors[t].dtype != XKF_DTYPE_F32) return FMT_FAIL("graph input %u: tensor %d must be F32", i, t);
+    if (t < 0 || (uint32_t)t >= h->tensor_count) return FMT_FAIL("graph %s %u: tensor index %d out of range", what, (unsigned)(i), (int)(t));
+    if (m->tensors[t].storage != XKF_STORAGE_ARENA) return FMT_FAIL("graph %s %u: tensor %d is not an activation", what, (unsigned)(i), (int)(t));
+    if (i < h->input_count && m->tensors[t].dtype != XKF_DTYPE_F32) return FMT_FAIL("graph input %u: tensor %d must be F32", (unsigned)(i), (int)(t));
   }
   return XK_OK;
 }
@@ -245,17 +245,17 @@ typedef struct opctx {
 } opctx;
 
 #define OP_FAIL(c, fmt, ...) \
-  xk_fail(XK_ERR_FORMAT, "op %u (%s '%s'): " fmt, (c)->i, (c)->kind, (c)->name, __VA_ARGS__)
+  xk_fail(XK_ERR_FORMAT, "op %u (%s '%s'): " fmt, (unsigned)(c)->i, (c)->kind, (c)->name, __VA_ARGS__)
 
 static const xkf_tensor *tensor(const opctx *c, int32_t idx) { return &c->m->tensors[idx]; }
 
 /* An activation tensor of the given dtype (0 = F32 or BITS) and ndim (0 = any). */
 static xk_status need_act(const opctx *c, int32_t idx, const char *role, uint8_t dtype, uint8_t ndim) {
-  if (idx < 0 || (uint32_t)idx >= c->m->h->tensor_count) return OP_FAIL(c, "%s tensor index %d out of range", role, idx);
+  if (idx < 0 || (uint32_t)idx >= c->m->h->tensor_count) return OP_FAIL(c, "%s tensor index %d out of range", role, (int)(idx));
   const xkf_tensor *t = tensor(c, idx);
-  if (t->storage != XKF_STORAGE_ARENA) return OP_FAIL(c, "%s tensor %d is a constant, expected an activation", role, idx);
-  if (dtype && t->dtype != dtype) return OP_FAIL(c, "%s tensor %d has dtype %u, expected %u", role, idx, t->dtype, dtype);
-  if (ndim && t->ndim != ndim) return OP_FAIL(c, "%s tensor %d has %u dims, expected %u", role, idx, t->ndim, ndim);
+  if (t->storage != XKF_STORAGE_ARENA) return OP_FAIL(c, "%s tensor %d is a constant, expected an activation", role, (int)(idx));
+  if (dtype && t->dtype != dtype) return OP_FAIL(c, "%s tensor %d has dtype %u, expected %u", role, (int)(idx), (unsigned)(t->dtype), (unsigned)(dtype));
+  if (ndim && t->ndim != ndim) return OP_FAIL(c, "%s tensor %d has %u dims, expected %u", role, (int)(idx), (unsigned)(t->ndim), (unsigned)(ndim));
   return XK_OK;
 }
 
@@ -265,26 +265,26 @@ static xk_status need_const(const opctx *c, int32_t idx, const char *role, uint8
                             const void **p) {
   *p = NULL;
   if (idx == XKF_NONE && optional) return XK_OK;
-  if (idx < 0 || (uint32_t)idx >= c->m->h->tensor_count) return OP_FAIL(c, "%s tensor index %d out of range", role, idx);
+  if (idx < 0 || (uint32_t)idx >= c->m->h->tensor_count) return OP_FAIL(c, "%s tensor index %d out of range", role, (int)(idx));
   const xkf_tensor *t = tensor(c, idx);
-  if (t->storage != XKF_STORAGE_CONST) return OP_FAIL(c, "%s tensor %d is an activation, expected a constant", role, idx);
-  if (t->dtype != dtype) return OP_FAIL(c, "%s tensor %d has dtype %u, expected %u", role, idx, t->dtype, dtype);
+  if (t->storage != XKF_STORAGE_CONST) return OP_FAIL(c, "%s tensor %d is an activation, expected a constant", role, (int)(idx));
+  if (t->dtype != dtype) return OP_FAIL(c, "%s tensor %d has dtype %u, expected %u", role, (int)(idx), (unsigned)(t->dtype), (unsigned)(dtype));
   uint64_t n = (uint64_t)t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3];
-  if (n != count) return OP_FAIL(c, "%s tensor %d has %llu elements, expected %llu", role, idx, (unsigned long long)n, (unsigned long long)count);
+  if (n != count) return OP_FAIL(c, "%s tensor %d has %llu elements, expected %llu", role, (int)(idx), (unsigned long long)n, (unsigned long long)count);
   *p = c->m->data + t->offset;
   return XK_OK;
 }
 
 static xk_status check_act(const opctx *c, uint32_t act, float lo, float hi, int32_t alpha, uint64_t ch, xk_act_params *a) {
   memset(a, 0, sizeof *a);
-  if (act >= XKF_ACT_COUNT) return OP_FAIL(c, "unknown activation %u", act);
+  if (act >= XKF_ACT_COUNT) return OP_FAIL(c, "unknown activation %u", (unsigned)(act));
   if (act == XKF_ACT_HARDTANH && !(lo <= hi)) return OP_FAIL(c, "hardtanh bounds lo=%g > hi=%g", (double)lo, (double)hi);
   if (act == XKF_ACT_LEAKY && !isfinite(lo)) return OP_FAIL(c, "leaky slope %g is not finite", (double)lo);
   a->kind = (xk_act)act;
   a->lo = lo;
   a->hi = hi;
   if (act == XKF_ACT_PRELU) {
-    if (alpha < 0 || (uint32_t)alpha >= c->m->h->tensor_count) return OP_FAIL(c, "PReLU slope tensor index %d out of range", alpha);
+    if (alpha < 0 || (uint32_t)alpha >= c->m->h->tensor_count) return OP_FAIL(c, "PReLU slope tensor index %d out of range", (int)(alpha));
     const xkf_tensor *t = tensor(c, alpha);
     uint64_t n = (uint64_t)t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3];
     const void *p;
@@ -304,7 +304,7 @@ static xk_status check_stage(const opctx *c, uint64_t oc, int binary, xk_output 
   if (s->kind == XKF_OUT_FLOAT) o->kind = XK_OUT_FLOAT;
   else if (s->kind == XKF_OUT_BITS) o->kind = XK_OUT_BITS;
   else if (s->kind == XKF_OUT_INT32 && binary) o->kind = XK_OUT_INT32;
-  else return OP_FAIL(c, "output kind %u not supported (float 1, bits 2)", s->kind);
+  else return OP_FAIL(c, "output kind %u not supported (float 1, bits 2)", (unsigned)(s->kind));
 #define GET(field, dt, dst, cast)                                                     \
   if ((st = need_const(c, s->field, #field, dt, oc, 1, &p)) != XK_OK) return st; \
   o->dst = (cast)p;
@@ -317,7 +317,7 @@ static xk_status check_stage(const opctx *c, uint64_t oc, int binary, xk_output 
 #undef GET
   if (o->flip)
     for (uint64_t j = 0; j < oc; j++)
-      if (o->flip[j] > 1) return OP_FAIL(c, "flip[%llu] = %u, expected 0 or 1", (unsigned long long)j, o->flip[j]);
+      if (o->flip[j] > 1) return OP_FAIL(c, "flip[%llu] = %u, expected 0 or 1", (unsigned long long)j, (unsigned)(o->flip[j]));
   if (binary && o->kind == XK_OUT_BITS && !o->threshold) return OP_FAIL(c, "%s", "bits output of a binary op needs a threshold tensor");
   return check_act(c, s->act, s->act_lo, s->act_hi, s->act_alpha, oc, &o->act);
 }
@@ -325,14 +325,13 @@ static xk_status check_stage(const opctx *c, uint64_t oc, int binary, xk_output 
 static xk_status check_out_dtype(const opctx *c, const xk_output *o, const xkf_tensor *out) {
   uint8_t want = o->kind == XK_OUT_BITS ? XKF_DTYPE_BITS : (o->kind == XK_OUT_INT32 ? XKF_DTYPE_I32 : XKF_DTYPE_F32);
   if (o->kind == XK_OUT_INT32) return OP_FAIL(c, "%s", "int32 activations are not supported in version 1 files");
-  if (out->dtype != want) return OP_FAIL(c, "output dtype %u does not match the output stage kind (want %u)", out->dtype, want);
+  if (out->dtype != want) return OP_FAIL(c, "output dtype %u does not match the output stage kind (want %u)", (unsigned)(out->dtype), (unsigned)(want));
   return XK_OK;
 }
 
 static xk_status same_shape(const opctx *c, const xkf_tensor *a, const xkf_tensor *b, const char *what) {
   if (a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof a->shape) != 0)
-    return OP_FAIL(c, "%s shapes differ ([%u,%u,%u,%u] vs [%u,%u,%u,%u])", what, a->shape[0], a->shape[1], a->shape[2],
-                   a->shape[3], b->shape[0], b->shape[1], b->shape[2], b->shape[3]);
+    return OP_FAIL(c, "%s shapes differ ([%u,%u,%u,%u] vs [%u,%u,%u,%u])", what, (unsigned)(a->shape[0]), (unsigned)(a->shape[1]), (unsigned)(a->shape[2]), (unsigned)(a->shape[3]), (unsigned)(b->shape[0]), (unsigned)(b->shape[1]), (unsigned)(b->shape[2]), (unsigned)(b->shape[3]));
   return XK_OK;
 }
 
@@ -344,9 +343,9 @@ static xk_status conv_geometry(const opctx *c, const xkf_conv_params *p, const x
   memset(s, 0, sizeof *s);
   if (in->ndim != 4 || out->ndim != 4) return OP_FAIL(c, "%s", "input and output must be 4-D NHWC");
   if (p->kh == 0 || p->kw == 0 || p->stride_h == 0 || p->stride_w == 0 || p->dil_h == 0 || p->dil_w == 0)
-    return OP_FAIL(c, "kernel %ux%u, stride %ux%u, dilation %ux%u must all be >= 1", p->kh, p->kw, p->stride_h, p->stride_w, p->dil_h, p->dil_w);
+    return OP_FAIL(c, "kernel %ux%u, stride %ux%u, dilation %ux%u must all be >= 1", (unsigned)(p->kh), (unsigned)(p->kw), (unsigned)(p->stride_h), (unsigned)(p->stride_w), (unsigned)(p->dil_h), (unsigned)(p->dil_w));
   if (p->kh > 255 || p->kw > 255 || p->stride_h > 4096 || p->stride_w > 4096 || p->dil_h > 4096 || p->dil_w > 4096)
-    return OP_FAIL(c, "kernel %ux%u / stride / dilation out of range", p->kh, p->kw);
+    return OP_FAIL(c, "kernel %ux%u / stride / dilation out of range", (unsigned)(p->kh), (unsigned)(p->kw));
   s->n = 1;
   s->h = in->shape[1];
   s->w = in->shape[2];
@@ -370,7 +369,7 @@ static xk_status conv_geometry(const opctx *c, const xkf_conv_params *p, const x
     return OP_FAIL(c, "%s", msg);
   }
   if (oh != out->shape[1] || ow != out->shape[2])
-    return OP_FAIL(c, "output is %ux%u, the geometry gives %zux%zu", out->shape[1], out->shape[2], oh, ow);
+    return OP_FAIL(c, "output is %ux%u, the geometry gives %zux%zu", (unsigned)(out->shape[1]), (unsigned)(out->shape[2]), oh, ow);
   return XK_OK;
 }
 
@@ -379,19 +378,19 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
   const xkf_op *f = &m->fops[i];
   opctx cx = {m, i, f, "?", "?"};
   opctx *c = &cx;
-  if (f->name >= m->h->strings_size) return FMT_FAIL("op %u: name offset %u outside the string table", i, f->name);
+  if (f->name >= m->h->strings_size) return FMT_FAIL("op %u: name offset %u outside the string table", (unsigned)(i), (unsigned)(f->name));
   cx.name = str_at(m, f->name);
-  if (f->kind == 0 || f->kind >= XKF_OP_KIND_COUNT) return FMT_FAIL("op %u '%s': unknown kind %u", i, cx.name, f->kind);
+  if (f->kind == 0 || f->kind >= XKF_OP_KIND_COUNT) return FMT_FAIL("op %u '%s': unknown kind %u", (unsigned)(i), cx.name, (unsigned)(f->kind));
   cx.kind = kKindNames[f->kind];
   memset(r, 0, sizeof *r);
   r->f = f;
   r->kind = f->kind;
-  if (f->num_inputs < 1 || f->num_inputs > XKF_MAX_INPUTS) return OP_FAIL(c, "num_inputs %u outside 1..4", f->num_inputs);
+  if (f->num_inputs < 1 || f->num_inputs > XKF_MAX_INPUTS) return OP_FAIL(c, "num_inputs %u outside 1..4", (unsigned)(f->num_inputs));
   for (int k = f->num_inputs; k < (int)XKF_MAX_INPUTS; k++)
-    if (f->inputs[k] != XKF_NONE) return OP_FAIL(c, "unused input slot %d holds %d, expected -1", k, f->inputs[k]);
+    if (f->inputs[k] != XKF_NONE) return OP_FAIL(c, "unused input slot %d holds %d, expected -1", (int)(k), (int)(f->inputs[k]));
   int want_inputs = f->kind == XKF_OP_ADD ? 2 : (f->kind == XKF_OP_CONCAT ? -1 : 1);
-  if (want_inputs > 0 && f->num_inputs != want_inputs) return OP_FAIL(c, "takes %d input(s), got %u", want_inputs, f->num_inputs);
-  if (f->kind == XKF_OP_CONCAT && f->num_inputs < 2) return OP_FAIL(c, "concat needs 2..4 inputs, got %u", f->num_inputs);
+  if (want_inputs > 0 && f->num_inputs != want_inputs) return OP_FAIL(c, "takes %d input(s), got %u", (int)(want_inputs), (unsigned)(f->num_inputs));
+  if (f->kind == XKF_OP_CONCAT && f->num_inputs < 2) return OP_FAIL(c, "concat needs 2..4 inputs, got %u", (unsigned)(f->num_inputs));
   xk_status st;
   for (int k = 0; k < f->num_inputs; k++)
     if ((st = need_act(c, f->inputs[k], "input", 0, 0)) != XK_OK) return st;
@@ -401,7 +400,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
   r->out_bits = out->dtype == XKF_DTYPE_BITS;
   r->count = elems(out);
   int uses_weights = f->kind == XKF_OP_BCONV2D || f->kind == XKF_OP_BDENSE || f->kind == XKF_OP_CONV2D || f->kind == XKF_OP_DENSE;
-  if (!uses_weights && f->weights != XKF_NONE) return OP_FAIL(c, "weights tensor %d given to an op without weights", f->weights);
+  if (!uses_weights && f->weights != XKF_NONE) return OP_FAIL(c, "weights tensor %d given to an op without weights", (int)(f->weights));
   const void *p;
   size_t packed = 0;
 
@@ -410,9 +409,9 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       const xkf_conv_params *cp = &f->p.conv;
       if ((st = need_act(c, f->inputs[0], "input", XKF_DTYPE_BITS, 4)) != XK_OK) return st;
       if ((st = conv_geometry(c, cp, in, out, &r->cs)) != XK_OK) return st;
-      if (cp->pad_value != 0 && cp->pad_value != 1 && cp->pad_value != -1) return OP_FAIL(c, "pad_value %d not in {0, +1, -1}", cp->pad_value);
-      if (cp->groups != 1) return OP_FAIL(c, "groups %u: binary convolutions support groups = 1", cp->groups);
-      if (cp->precision != 0) return OP_FAIL(c, "precision %u, expected 0", cp->precision);
+      if (cp->pad_value != 0 && cp->pad_value != 1 && cp->pad_value != -1) return OP_FAIL(c, "pad_value %d not in {0, +1, -1}", (int)(cp->pad_value));
+      if (cp->groups != 1) return OP_FAIL(c, "groups %u: binary convolutions support groups = 1", (unsigned)(cp->groups));
+      if (cp->precision != 0) return OP_FAIL(c, "precision %u, expected 0", (unsigned)(cp->precision));
       uint64_t kbits = (uint64_t)cp->kh * cp->kw * r->cs.c;
       if ((st = need_const(c, f->weights, "weights", XKF_DTYPE_BITS, r->cs.oc * kbits, 0, &p)) != XK_OK) return st;
       const xkf_tensor *wt = tensor(c, f->weights);
@@ -440,15 +439,15 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
     case XKF_OP_DENSE: {
       const int bin = f->kind == XKF_OP_BDENSE;
       if ((st = need_act(c, f->inputs[0], "input", bin ? XKF_DTYPE_BITS : XKF_DTYPE_F32, 0)) != XK_OK) return st;
-      if (in->ndim != out->ndim) return OP_FAIL(c, "input has %u dims, output %u", in->ndim, out->ndim);
+      if (in->ndim != out->ndim) return OP_FAIL(c, "input has %u dims, output %u", (unsigned)(in->ndim), (unsigned)(out->ndim));
       for (int d = 0; d < in->ndim - 1; d++)
         if (in->shape[d] != out->shape[d]) return OP_FAIL(c, "%s", "input and output differ outside the last dimension");
       r->k = last_dim(in);
       r->nout = last_dim(out);
       r->rows = elems(in) / r->k;
       const xkf_dense_params *dp = &f->p.dense;
-      if (bin && dp->precision != 0) return OP_FAIL(c, "precision %u, expected 0", dp->precision);
-      if (dp->precision > XKF_PREC_I8) return OP_FAIL(c, "unknown precision %u", dp->precision);
+      if (bin && dp->precision != 0) return OP_FAIL(c, "precision %u, expected 0", (unsigned)(dp->precision));
+      if (dp->precision > XKF_PREC_I8) return OP_FAIL(c, "unknown precision %u", (unsigned)(dp->precision));
       r->int8 = dp->precision == XKF_PREC_I8;
       uint8_t wdt = bin ? XKF_DTYPE_BITS : (r->int8 ? XKF_DTYPE_I8 : XKF_DTYPE_F32);
       if ((st = need_const(c, f->weights, "weights", wdt, (uint64_t)r->nout * r->k, 0, &p)) != XK_OK) return st;
@@ -462,7 +461,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       r->macs = (uint64_t)r->rows * r->k * r->nout;
       if (r->int8) {
         if (!(dp->in_scale > 0.0f) || !isfinite(dp->in_scale)) return OP_FAIL(c, "in_scale %g must be positive and finite", (double)dp->in_scale);
-        if (dp->in_zero_point < -128 || dp->in_zero_point > 127) return OP_FAIL(c, "in_zero_point %d outside [-128, 127]", dp->in_zero_point);
+        if (dp->in_zero_point < -128 || dp->in_zero_point > 127) return OP_FAIL(c, "in_zero_point %d outside [-128, 127]", (int)(dp->in_zero_point));
         if (r->k >= 65536) return OP_FAIL(c, "int8 dense with K = %zu >= 65536 is not supported", r->k);
         r->q.scale = dp->in_scale;
         r->q.zero_point = dp->in_zero_point;
@@ -485,15 +484,15 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       const xkf_conv_params *cp = &f->p.conv;
       if ((st = need_act(c, f->inputs[0], "input", XKF_DTYPE_F32, 4)) != XK_OK) return st;
       if ((st = conv_geometry(c, cp, in, out, &r->cs)) != XK_OK) return st;
-      if (cp->pad_value != 0) return OP_FAIL(c, "pad_value %d, float convolutions pad with 0", cp->pad_value);
-      if (cp->precision > XKF_PREC_I8) return OP_FAIL(c, "unknown precision %u", cp->precision);
+      if (cp->pad_value != 0) return OP_FAIL(c, "pad_value %d, float convolutions pad with 0", (int)(cp->pad_value));
+      if (cp->precision > XKF_PREC_I8) return OP_FAIL(c, "unknown precision %u", (unsigned)(cp->precision));
       r->int8 = cp->precision == XKF_PREC_I8;
       if (cp->groups > 1 && cp->groups == r->cs.c) {
         r->depthwise = 1;
         if (r->cs.oc % r->cs.c) return OP_FAIL(c, "depthwise output channels %zu not a multiple of %zu", r->cs.oc, r->cs.c);
         if (r->int8) return OP_FAIL(c, "%s", "int8 depthwise convolution is not supported (convert it in float)");
       } else if (cp->groups != 1) {
-        return OP_FAIL(c, "groups %u: only 1 or C (= %zu, depthwise) are supported", cp->groups, r->cs.c);
+        return OP_FAIL(c, "groups %u: only 1 or C (= %zu, depthwise) are supported", (unsigned)(cp->groups), r->cs.c);
       }
       uint64_t wcount = r->depthwise ? (uint64_t)cp->kh * cp->kw * r->cs.oc : (uint64_t)r->cs.oc * cp->kh * cp->kw * r->cs.c;
       if ((st = need_const(c, f->weights, "weights", r->int8 ? XKF_DTYPE_I8 : XKF_DTYPE_F32, wcount, 0, &p)) != XK_OK) return st;
@@ -512,7 +511,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       }
       if (r->int8) {
         if (!(cp->in_scale > 0.0f) || !isfinite(cp->in_scale)) return OP_FAIL(c, "in_scale %g must be positive and finite", (double)cp->in_scale);
-        if (cp->in_zero_point < -128 || cp->in_zero_point > 127) return OP_FAIL(c, "in_zero_point %d outside [-128, 127]", cp->in_zero_point);
+        if (cp->in_zero_point < -128 || cp->in_zero_point > 127) return OP_FAIL(c, "in_zero_point %d outside [-128, 127]", (int)(cp->in_zero_point));
         if (wcount / r->cs.oc >= 65536) return OP_FAIL(c, "%s", "int8 convolution with KH*KW*C >= 65536 is not supported");
         r->q.scale = cp->in_scale;
         r->q.zero_point = cp->in_zero_point;
@@ -543,7 +542,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       r->u8 = (const uint8_t *)p;
       if (r->u8)
         for (size_t j = 0; j < r->k; j++)
-          if (r->u8[j] > 1) return OP_FAIL(c, "flip[%zu] = %u, expected 0 or 1", j, r->u8[j]);
+          if (r->u8[j] > 1) return OP_FAIL(c, "flip[%zu] = %u, expected 0 or 1", j, (unsigned)(r->u8[j]));
       break;
     }
     case XKF_OP_UNPACK:
@@ -580,13 +579,13 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
         msg[sizeof msg - 1] = 0;
         return OP_FAIL(c, "%s", msg);
       }
-      if (oh != out->shape[1] || ow != out->shape[2]) return OP_FAIL(c, "output is %ux%u, the window gives %zux%zu", out->shape[1], out->shape[2], oh, ow);
-      if (pp->count_include_pad > 1) return OP_FAIL(c, "count_include_pad %u, expected 0 or 1", pp->count_include_pad);
+      if (oh != out->shape[1] || ow != out->shape[2]) return OP_FAIL(c, "output is %ux%u, the window gives %zux%zu", (unsigned)(out->shape[1]), (unsigned)(out->shape[2]), oh, ow);
+      if (pp->count_include_pad > 1) return OP_FAIL(c, "count_include_pad %u, expected 0 or 1", (unsigned)(pp->count_include_pad));
       if (f->kind == XKF_OP_MAXPOOL2D && r->in_bits) {
         if ((st = need_const(c, pp->invert, "invert", XKF_DTYPE_BITS, s->c, 1, &p)) != XK_OK) return st;
         r->u8 = (const uint8_t *)p;
       } else if (pp->invert != XKF_NONE) {
-        return OP_FAIL(c, "invert tensor %d on a float pooling", pp->invert);
+        return OP_FAIL(c, "invert tensor %d on a float pooling", (int)(pp->invert));
       }
       r->macs = (uint64_t)oh * ow * s->c * s->kh * s->kw;
       break;
@@ -594,7 +593,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
     case XKF_OP_GLOBAL_AVGPOOL:
       if ((st = need_act(c, f->inputs[0], "input", XKF_DTYPE_F32, 4)) != XK_OK) return st;
       if (out->dtype != XKF_DTYPE_F32 || elems(out) != in->shape[3] || last_dim(out) != in->shape[3])
-        return OP_FAIL(c, "output must be F32 [1, 1, 1, %u]", in->shape[3]);
+        return OP_FAIL(c, "output must be F32 [1, 1, 1, %u]", (unsigned)(in->shape[3]));
       r->rows = (size_t)in->shape[1] * in->shape[2];
       r->k = in->shape[3];
       break;
@@ -617,9 +616,9 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       uint64_t total = 0;
       for (int k = 0; k < f->num_inputs; k++) {
         const xkf_tensor *t = tensor(c, f->inputs[k]);
-        if (t->dtype != out->dtype || t->ndim != out->ndim) return OP_FAIL(c, "input %d dtype/rank differs from the output", k);
+        if (t->dtype != out->dtype || t->ndim != out->ndim) return OP_FAIL(c, "input %d dtype/rank differs from the output", (int)(k));
         for (int d = 0; d < out->ndim - 1; d++)
-          if (t->shape[d] != out->shape[d]) return OP_FAIL(c, "input %d differs from the output outside the last dimension", k);
+          if (t->shape[d] != out->shape[d]) return OP_FAIL(c, "input %d differs from the output outside the last dimension", (int)(k));
         total += last_dim(t);
       }
       if (total != last_dim(out)) return OP_FAIL(c, "inputs have %llu channels in all, output %llu", (unsigned long long)total, (unsigned long long)last_dim(out));
@@ -632,7 +631,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       if (in->ndim != 4) return OP_FAIL(c, "%s", "flatten input must be 4-D NHWC");
       if (out->ndim != 2 || out->shape[1] != (uint64_t)in->shape[1] * in->shape[2] * in->shape[3] || out->dtype != in->dtype)
         return OP_FAIL(c, "output must be [1, %llu] of the input dtype", (unsigned long long)in->shape[1] * in->shape[2] * in->shape[3]);
-      if (order > 1) return OP_FAIL(c, "unknown flatten order %u", order);
+      if (order > 1) return OP_FAIL(c, "unknown flatten order %u", (unsigned)(order));
       if (order == 1 && r->in_bits) return OP_FAIL(c, "%s", "CHW-order flatten of bits is not defined");
       r->rows = (size_t)in->shape[1] * in->shape[2];
       r->k = in->shape[3];
@@ -661,7 +660,7 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       r->k = last_dim(out);
       r->rows = elems(out) / r->k;
       break;
-    default: return OP_FAIL(c, "unsupported kind %u", f->kind);
+    default: return OP_FAIL(c, "unsupported kind %u", (unsigned)(f->kind));
   }
   if (!uses_weights) {
     const xkf_output_stage *s = &f->out;
@@ -680,7 +679,7 @@ static xk_status check_graph(const xk_model *m, uint32_t *first, uint32_t *last)
   for (uint32_t t = 0; t < T; t++) first[t] = last[t] = NONE;
   for (uint32_t k = 0; k < h->input_count; k++) {
     int32_t t = m->io[k];
-    if (first[t] != NONE) return FMT_FAIL("tensor %d is listed twice as a graph input", t);
+    if (first[t] != NONE) return FMT_FAIL("tensor %d is listed twice as a graph input", (int)(t));
     first[t] = last[t] = 0;
   }
   for (uint32_t i = 0; i < h->op_count; i++) {
@@ -688,16 +687,16 @@ static xk_status check_graph(const xk_model *m, uint32_t *first, uint32_t *last)
     for (int k = 0; k < f->num_inputs; k++) {
       int32_t t = f->inputs[k];
       if (first[t] == NONE)
-        return FMT_FAIL("op %u '%s' reads tensor %d '%s' before any op writes it", i, str_at(m, f->name), t, str_at(m, m->tensors[t].name));
+        return FMT_FAIL("op %u '%s' reads tensor %d '%s' before any op writes it", (unsigned)(i), str_at(m, f->name), (int)(t), str_at(m, m->tensors[t].name));
       last[t] = i + 1;
     }
     int32_t o = f->output;
-    if (first[o] != NONE) return FMT_FAIL("op %u '%s' writes tensor %d '%s', which is already written", i, str_at(m, f->name), o, str_at(m, m->tensors[o].name));
+    if (first[o] != NONE) return FMT_FAIL("op %u '%s' writes tensor %d '%s', which is already written", (unsigned)(i), str_at(m, f->name), (int)(o), str_at(m, m->tensors[o].name));
     first[o] = last[o] = i + 1;
   }
   for (uint32_t k = 0; k < h->output_count; k++) {
     int32_t t = m->io[h->input_count + k];
-    if (first[t] == NONE) return FMT_FAIL("graph output %u (tensor %d) is never written", k, t);
+    if (first[t] == NONE) return FMT_FAIL("graph output %u (tensor %d) is never written", (unsigned)(k), (int)(t));
     last[t] = h->op_count + 1;
   }
   /* tensors whose lifetimes overlap never overlap in memory */
@@ -709,8 +708,8 @@ static xk_status check_graph(const xk_model *m, uint32_t *first, uint32_t *last)
       if (!(first[a] <= last[bb] && first[bb] <= last[a])) continue;
       const xkf_tensor *tb = &m->tensors[bb];
       if (ta->offset < tb->offset + tb->size && tb->offset < ta->offset + ta->size)
-        return FMT_FAIL("arena plan: live tensors %u '%s' [%llu, +%llu) and %u '%s' [%llu, +%llu) overlap", a, str_at(m, ta->name),
-                        (unsigned long long)ta->offset, (unsigned long long)ta->size, bb, str_at(m, tb->name),
+        return FMT_FAIL("arena plan: live tensors %u '%s' [%llu, +%llu) and %u '%s' [%llu, +%llu) overlap", (unsigned)(a), str_at(m, ta->name),
+                        (unsigned long long)ta->offset, (unsigned long long)ta->size, (unsigned)(bb), str_at(m, tb->name),
                         (unsigned long long)tb->offset, (unsigned long long)tb->size);
     }
   }
@@ -727,7 +726,7 @@ static xk_status build(const void *data, size_t size, const xk_model_options *op
   if ((st = check_tensors(&tmp)) != XK_OK) return st;
   const uint32_t max_batch = opt && opt->max_batch ? opt->max_batch : 1;
   const size_t nslots = opt && opt->num_threads ? opt->num_threads : (size_t)xk_get_num_threads();
-  if (max_batch > 65536) return xk_fail(XK_ERR_ARGUMENT, "model: max_batch %u too large", max_batch);
+  if (max_batch > 65536) return xk_fail(XK_ERR_ARGUMENT, "model: max_batch %u too large", (unsigned)(max_batch));
   if (arena && ((uintptr_t)arena) % 64) return xk_fail(XK_ERR_ARGUMENT, "model: the arena must be 64-byte aligned");
 
   bump b = {(uint8_t *)arena, 0, arena ? arena_size : 0};
@@ -746,7 +745,7 @@ static xk_status build(const void *data, size_t size, const xk_model_options *op
   }
   uint64_t act_bytes;
   if (mul_overflows(tmp.act_per_sample, max_batch, &act_bytes) || act_bytes > (uint64_t)SIZE_MAX / 2)
-    return xk_fail(XK_ERR_MEMORY, "model: activation arena for batch %u overflows", max_batch);
+    return xk_fail(XK_ERR_MEMORY, "model: activation arena for batch %u overflows", (unsigned)(max_batch));
   uint8_t *act = (uint8_t *)bump_take(&b, (size_t)act_bytes > life_bytes ? (size_t)act_bytes : life_bytes);
   uint8_t *wsp = (uint8_t *)bump_take(&b, ws);
   *need = b.used;
@@ -865,17 +864,17 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
     case XKF_OP_RESHAPE: memmove(out, in, n * r->count * sizeof(float)); return XK_OK;
     case XKF_OP_AFFINE: return xk_affine(n * r->rows, r->k, (const float *)in, r->t, r->b, (float *)out);
     case XKF_OP_SOFTMAX: return xk_softmax(n * r->rows, r->k, (const float *)in, (float *)out);
-    default: return xk_fail(XK_ERR_INTERNAL, "model: op kind %u has no executor", r->kind);
+    default: return xk_fail(XK_ERR_INTERNAL, "model: op kind %u has no executor", (unsigned)(r->kind));
   }
 }
 
 xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inputs, float *const *outputs) {
   if (!m || !inputs || !outputs) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: null argument");
   if (batch < 1 || batch > m->max_batch)
-    return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: batch %zu outside 1..%u (the model was loaded for max_batch %u)", batch, m->max_batch, m->max_batch);
+    return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: batch %zu outside 1..%u (the model was loaded for max_batch %u)", batch, (unsigned)(m->max_batch), (unsigned)(m->max_batch));
   const xkf_header *h = m->h;
   for (uint32_t k = 0; k < h->input_count; k++) {
-    if (!inputs[k]) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: input %u is null", k);
+    if (!inputs[k]) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: input %u is null", (unsigned)(k));
     const xkf_tensor *t = &m->tensors[m->io[k]];
     memcpy(tensor_ptr(m, m->io[k], batch), inputs[k], batch * t->size);
   }
@@ -886,14 +885,14 @@ xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inpu
       char msg[300];
       strncpy(msg, xk_last_error(), sizeof msg - 1);
       msg[sizeof msg - 1] = 0;
-      return xk_fail(st, "op %u (%s '%s'): %s", i, kKindNames[m->ops[i].kind], str_at(m, m->fops[i].name), msg);
+      return xk_fail(st, "op %u (%s '%s'): %s", (unsigned)(i), kKindNames[m->ops[i].kind], str_at(m, m->fops[i].name), msg);
     }
     if (m->hook) m->hook(m->hook_user, i, 1);
   }
   for (uint32_t k = 0; k < h->output_count; k++) {
     int32_t idx = m->io[h->input_count + k];
     const xkf_tensor *t = &m->tensors[idx];
-    if (!outputs[k]) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: output %u is null", k);
+    if (!outputs[k]) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: output %u is null", (unsigned)(k));
     const uint8_t *src = tensor_ptr(m, idx, batch);
     if (t->dtype == XKF_DTYPE_BITS) {
       size_t c = t->shape[t->ndim - 1], rows = batch * (size_t)(elems(t) / c);
@@ -909,8 +908,7 @@ xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inpu
 xk_status xk_model_run(xk_model *m, size_t batch, const float *input, float *output) {
   if (!m) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: null model");
   if (m->h->input_count != 1 || m->h->output_count != 1)
-    return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: the model has %u inputs and %u outputs; use xk_model_run_multi",
-                   m->h->input_count, m->h->output_count);
+    return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: the model has %u inputs and %u outputs; use xk_model_run_multi", (unsigned)(m->h->input_count), (unsigned)(m->h->output_count));
   return xk_model_run_multi(m, batch, &input, &output);
 }
 
