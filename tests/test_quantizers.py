@@ -37,6 +37,15 @@ def qid(q):
 
 ALL = all_quantizers()
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 # sample inputs including zeros, window edges and large values
 EDGE = torch.tensor([-3.0, -1.5, -1.0, -0.75, -0.5, -0.25, -0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 3.0])
 

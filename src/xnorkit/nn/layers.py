@@ -184,8 +184,9 @@ class _QuantConvMixin(QuantLayerMixin):
         if isinstance(pad, str):
             if pad == "valid":
                 native = 0
-            elif self.pad_value == 0.0 and all(s == 1 for s in self.stride):
-                native = "same"
+            elif self.pad_value == 0.0 and all(s == 1 for s in self.stride) and \
+                    all((k - 1) * d % 2 == 0 for k, d in zip(self.kernel_size, self.dilation)):
+                native = tuple((k - 1) * d // 2 for k, d in zip(self.kernel_size, self.dilation))
         elif self.pad_value == 0.0 or not any(pad):
             native = pad
         if native is None:

@@ -46,14 +46,10 @@ class ChannelLayerNorm(nn.Module):
         self.eps = float(eps)
         self.elementwise_affine = elementwise_affine
         kw = {"device": device, "dtype": dtype}
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(num_channels, **kw))
-            self.bias = nn.Parameter(torch.zeros(num_channels, **kw)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if self.bias is None:
-            self.register_parameter("bias", None)
+        self.register_parameter(
+            "weight", nn.Parameter(torch.ones(num_channels, **kw)) if elementwise_affine else None)
+        self.register_parameter(
+            "bias", nn.Parameter(torch.zeros(num_channels, **kw)) if elementwise_affine and bias else None)
 
     def reset_parameters(self) -> None:
         if self.weight is not None:
