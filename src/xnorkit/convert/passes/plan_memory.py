@@ -1,0 +1,59 @@
+"""Pass ``plan_memory``: one static activation arena from tensor lifetimes.
+
+A tensor is live from the op that writes it (graph inputs: from the start) to the last op
+that reads it (graph outputs: to the end). Tensors are placed largest first, each at the
+lowest 64-byte aligned offset that does not overlap a placed tensor with an overlapping
+lifetime (greedy best-fit by size, as TFLite Micro's greedy planner). An op's output never
+shares memory with its inputs. The plan is for batch 1; batch N scales every offset by N
+(docs/format.md §3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xnorkit.convert.format import ALIGN, align, packed_row_bytes
+from xnorkit.convert.ir import Graph, Value
+
+NAME = "plan_memory"
+
+
+def value_bytes(v: Value) -> int:
+    """Bytes of an activation for batch 1 (bits: rows of packed_row_bytes(C))."""
+    if v.dtype == "bits":
+        return int(np.prod(v.shape[:-1])) * packed_row_bytes(v.shape[-1])
+    return int(np.prod(v.shape)) * 4
+
+
+def lifetimes(g: Graph) -> dict[Value, tuple[int, int]]:
+    first: dict[Value, int] = {v: -1 for v in g.inputs}
+    last: dict[Value, int] = {v: -1 for v in g.inputs}
+    for i, n in enumerate(g.nodes):
+        first.setdefault(n.output, i)
+        last.setdefault(n.output, i)
+        for v in n.inputs:
+            last[v] = max(last.get(v, i), i)
+    for v in g.outputs:
+        last[v] = len(g.nodes)
+    return {v: (first[v], last[v]) for v in first}
+
+
+def run(g: Graph, ctx=None) -> Graph:
+    life = lifetimes(g)
+    order = sorted(life, key=lambda v: (-value_bytes(v), life[v][0], v.name))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    plan: dict[Value, tuple[int, int]] = {}
+    for v in order:
+        size = value_bytes(v)
+        f, l = life[v]
+        busy = sorted((o, e) for o, e, pf, pl in placed if pf <= l and f <= pl)
+        off = 0
+        for o, e in busy:
+            if off + size <= o:
+                break
+            off = max(off, align(e, ALIGN))
+        plan[v] = (off, size)
+        placed.append((off, off + size, f, l))
+    g.arena = plan
+    g.arena_size = align(max((o + s for o, s in plan.values()), default=0), ALIGN)
+    return g
