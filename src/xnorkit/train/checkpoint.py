@@ -104,12 +104,13 @@ def _fmt(v: Any) -> str:
 def run_name(model: str, dataset: str, hparams_set: str, overrides: dict[str, Any]) -> str:
     """A directory name derived from the config, e.g. ``binarynet_mlp-mnist-ours-lr0.01``.
 
-    Overrides are appended as ``key<value>`` in sorted order (seed 000 built its log folder
+    Overrides are appended as ``key<value>`` sorted by key, model arguments without their
+    ``model.`` prefix (seed 000 built its log folder
     names from its flags the same way); names longer than 120 characters are shortened with
     a hash so that different configs never collide.
     """
     parts = [model, dataset, hparams_set]
-    for k in sorted(overrides):
+    for k in sorted(overrides, key=lambda k: k.replace("model.", "")):
         key = k.replace("model.", "")
         parts.append(f"{key}{_fmt(overrides[k])}")
     name = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", "-".join(parts))
