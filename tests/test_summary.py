@@ -111,3 +111,12 @@ def test_errors():
         summary(nn.Linear(2, 2), "2x2", print_fn=None)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         summary(lambda x: x, (1, 2), print_fn=None)
+
+
+def test_package_attribute_is_callable_in_any_import_order():
+    import xnorkit
+    import xnorkit.summary as mod  # binds xnorkit.summary to the module
+
+    s = xnorkit.summary(nn.Linear(3, 2), (1, 3), print_fn=None)
+    assert isinstance(s, ModelSummary) and s.totals.params == 8
+    assert mod.summary is summary

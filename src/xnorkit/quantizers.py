@@ -112,11 +112,12 @@ def _check_bits(k, name: str, fn: str) -> int:
 def sign0(x: torch.Tensor) -> torch.Tensor:
     """The deployed sign: ``+1`` where ``x >= 0`` (``-0.0`` included), ``-1`` elsewhere.
 
-    Not differentiable (its gradient is zero almost everywhere); use :func:`ste_sign` in
-    training code. Implemented as ``copysign(1, x + 0)``: adding ``+0.0`` turns ``-0.0``
-    into ``+0.0``, so the result equals the bit packing's ``x >= 0`` rule exactly.
+    Not differentiable (the result is detached; use :func:`ste_sign` in training code).
+    Implemented as ``copysign(1, x + 0)`` in two passes: adding ``+0.0`` turns ``-0.0`` into
+    ``+0.0``, so the result equals the bit packing's ``x >= 0`` rule exactly.
     """
-    return torch.ones_like(x).copysign_(x + 0.0)
+    t = x.detach() + 0.0
+    return torch.copysign(t.new_ones(()), t, out=t)
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,6 +30,8 @@ Modelled on larq's ``larq.models.summary``.
 from __future__ import annotations
 
 import io
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -308,3 +310,15 @@ def summary(model: nn.Module, input_shape: Sequence[int],
     if print_fn is not None:
         print_fn(result.table())
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """``xnorkit.summary`` is both this module and (lazily, in xnorkit/__init__.py) the
+    function; once the module is imported, Python binds the package attribute to the module.
+    Making the module callable keeps ``xnorkit.summary(model, shape)`` working either way."""
+
+    def __call__(self, *args, **kwargs):
+        return summary(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

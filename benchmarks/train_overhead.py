@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Training-step overhead of xnorkit's quantized layers over their float twins (CPU).
+
+One training step = zero_grad + forward + loss + backward (input gradient included, as for
+a hidden layer) + Adam step. Cases:
+
+* QuantLinear(1024, 1024, ste_sign input and weight) vs nn.Linear(1024, 1024), batch 64;
+* QuantConv2d(128, 128, 3, padding=1, ste_sign input and weight) vs nn.Conv2d, batch 64 on
+  a CIFAR-sized 32x32 map (``--quick``: 16x16);
+* the same quantized layers with weight clipping (``apply_constraints`` after the step),
+  BinaryNet's full recipe, and the conv with pad_value=-1 (explicit padding copy).
+
+The float and quantized steps alternate (A B A B ...) so both see the same machine noise;
+each case reports the median with min-max over all repetitions, and the overhead ratio
+quantized/float of the medians measured in the same run. Runs with 1 thread and with
+torch's default thread count.
+
+Usage: python benchmarks/train_overhead.py [--quick] [--reps N] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from xnorkit import nn as xnn  # noqa: E402
+
+GOAL = 1.3
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
+
+
+def make_step(layer: nn.Module, x: torch.Tensor, constrain: bool = False):
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    x = x.clone().requires_grad_()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        x.grad = None
+        loss = layer(x).square().mean()
+        loss.backward()
+        opt.step()
+        if constrain:
+            xnn.apply_constraints(layer)
+
+    return step
+
+
+def cases(quick: bool):
+    torch.manual_seed(0)
+    hw = 16 if quick else 32
+    xl = torch.randn(64, 1024)
+    xc = torch.randn(64, 128, hw, hw)
+    q = {"input_quantizer": "ste_sign", "weight_quantizer": "ste_sign"}
+    return [
+        ("Linear 1024x1024, batch 64", "ste_sign/ste_sign",
+         make_step(nn.Linear(1024, 1024), xl), make_step(xnn.QuantLinear(1024, 1024, **q), xl)),
+        ("Linear 1024x1024, batch 64", "+ weight_clip=1 constraint",
+         make_step(nn.Linear(1024, 1024), xl),
+         make_step(xnn.QuantLinear(1024, 1024, weight_clip=1.0, **q), xl, constrain=True)),
+        (f"Conv2d 128->128 3x3, 64x128x{hw}x{hw}", "ste_sign/ste_sign",
+         make_step(nn.Conv2d(128, 128, 3, padding=1), xc),
+         make_step(xnn.QuantConv2d(128, 128, 3, padding=1, **q), xc)),
+        (f"Conv2d 128->128 3x3, 64x128x{hw}x{hw}", "+ pad_value=-1",
+         make_step(nn.Conv2d(128, 128, 3, padding=1), xc),
+         make_step(xnn.QuantConv2d(128, 128, 3, padding=1, pad_value=-1.0, **q), xc)),
+    ]
+
+
+def time_pair(f_float, f_quant, reps: int, budget: float):
+    for f in (f_float, f_quant):  # warm-up
+        f()
+        f()
+    t0 = time.perf_counter()
+    f_float()
+    f_quant()
+    pair = time.perf_counter() - t0
+    reps = int(max(5, min(reps, budget / max(pair, 1e-9))))
+    tf, tq = [], []
+    for _ in range(reps):
+        for f, acc in ((f_float, tf), (f_quant, tq)):
+            t0 = time.perf_counter()
+            f()
+            acc.append(time.perf_counter() - t0)
+    return sorted(tf), sorted(tq)
+
+
+def stats(ts):
+    return {"median": ts[len(ts) // 2], "min": ts[0], "max": ts[-1], "reps": len(ts)}
+
+
+def fmt(s):
+    return f"{s['median'] * 1e3:.2f} [{s['min'] * 1e3:.2f}-{s['max'] * 1e3:.2f}]"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="16x16 conv input, shorter budget")
+    ap.add_argument("--reps", type=int, default=60, help="max repetitions per case")
+    ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="thread counts (default: 1 and torch's default)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args(argv)
+    budget = args.budget if args.budget is not None else (4.0 if args.quick else 12.0)
+    default_threads = torch.get_num_threads()
+    threads = args.threads or sorted({1, default_threads})
+
+    load_before = loadavg()
+    results = []
+    for nt in threads:
+        torch.set_num_threads(nt)
+        for name, variant, ff, fq in cases(args.quick):
+            tf, tq = time_pair(ff, fq, args.reps, budget)
+            sf, sq = stats(tf), stats(tq)
+            results.append((nt, name, variant, sf, sq, sq["median"] / sf["median"],
+                            sq["min"] / sf["min"]))
+            r = results[-1]
+            print(f"[{nt}T] {name:36s} {variant:28s} float {fmt(sf):>26s} ms  "
+                  f"quant {fmt(sq):>26s} ms  ratio {r[5]:.2f}x (of minima {r[6]:.2f}x, "
+                  f"{sf['reps']} reps)", flush=True)
+    torch.set_num_threads(default_threads)
+    load_after = loadavg()
+
+    header = ("| threads | case | quantized layer | float step (ms) | quantized step (ms) | "
+              "overhead (ratio of medians) | ratio of minima | reps |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for nt, name, variant, sf, sq, ratio, rmin in results:
+        lines.append(f"| {nt} | {name} | {variant} | {fmt(sf)} | {fmt(sq)} | "
+                     f"{ratio:.2f}x | {rmin:.2f}x | {sf['reps']} |")
+    table = "\n".join(lines)
+    print()
+    print(table)
+
+    main_ratios = [r for r in results if r[2] == "ste_sign/ste_sign"]
+    worst = max(r[5] for r in main_ratios)
+    verdict = (f"Worst headline overhead (ste_sign/ste_sign rows): {worst:.2f}x; goal <= {GOAL}x: "
+               f"{'met' if worst <= GOAL else 'NOT met'}.")
+    print(verdict)
+
+    machine = (f"{cpu_name()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
+               f"python {platform.python_version()}; {datetime.date.today().isoformat()}; "
+               f"load average {load_before} before, {load_after} after (shared machine)")
+    md = f"""# Training-step overhead of quantized layers (CPU)
+
+Machine: {machine}.
+
+Command: `python benchmarks/train_overhead.py{' --quick' if args.quick else ''}`
+
+One step = zero_grad + forward + `out.square().mean()` + backward (input gradient included)
++ Adam step. Float and quantized steps alternate in the same run; times are medians with
+min-max in brackets; overhead = quantized median / float median from the same run (the
+ratio of minima, the least-disturbed repetitions, is shown beside it). Goal:
+<= {GOAL}x for the ste_sign/ste_sign rows. The extra rows show BinaryNet's latent-weight
+clipping (`xnorkit.nn.apply_constraints` after each step) and an explicit pad value of -1
+(one extra padded copy of the quantized input per step).
+
+{table}
+
+{verdict}
+
+Where the time goes: `ste_sign` is one `copysign` pass forward and one fused
+`hardtanh_backward` pass backward (an exact inclusive window |x| <= clip) for the input and
+for the weight; the remainder is the matmul/convolution, identical in both steps.
+"""
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "train_overhead.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(md)
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
