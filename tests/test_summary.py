@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from xnorkit import nn as xnn
-from xnorkit.quantizers import CallableQuantizer
+from xnorkit.quantizers import QUANTIZERS, CallableQuantizer, get_quantizer
 from xnorkit.summary import ModelSummary, summary
 
 
@@ -120,3 +120,15 @@ def test_package_attribute_is_callable_in_any_import_order():
     s = xnorkit.summary(nn.Linear(3, 2), (1, 3), print_fn=None)
     assert isinstance(s, ModelSummary) and s.totals.params == 8
     assert mod.summary is summary
+
+
+@pytest.mark.parametrize("alias", sorted(QUANTIZERS))
+def test_every_registered_quantizer_gets_a_summary_row(alias):
+    bits = get_quantizer(alias).precision
+    layer = xnn.QuantLinear(8, 4, input_quantizer=alias, weight_quantizer=alias, bias=False)
+    (row,) = summary(layer, (2, 8), print_fn=None).rows
+    assert (row.input_bits, row.weight_bits, row.precision) == (bits, bits, f"{bits}/{bits}")
+    binary = bits == 1
+    assert (row.binary_macs, row.float_macs) == ((32, 0) if binary else (0, 32))
+    extra = 32 * 4 if get_quantizer(alias).scale_mode == "per_channel_mean_abs" else 0
+    assert row.memory_bytes == (32 * bits + extra) / 8

@@ -379,3 +379,20 @@ def test_tiny_binary_mlp_learns():
     acc = (model(x).argmax(1) == y).float().mean().item()
     assert acc > 0.9
     assert all(m.weight.abs().max() <= 1.0 for m in model if isinstance(m, xnn.QuantLinear))
+
+
+@pytest.mark.parametrize("alias", sorted(Q.QUANTIZERS))
+@pytest.mark.parametrize("cls", LAYER_CLASSES, ids=ids)
+def test_every_quantizer_in_every_layer(cls, alias):
+    torch.manual_seed(8)
+    layer = build(cls, input_quantizer=alias, weight_quantizer=alias)
+    x = example_input(layer).requires_grad_()
+    y = layer(x)
+    y.square().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert torch.isfinite(layer.weight.grad).all()
+    q = Q.get_quantizer(alias)
+    assert torch.equal(layer.quantized_weight(), q(layer.weight))
+    spec = layer.export_spec()
+    assert spec.input_bits == spec.weight_bits == q.precision
+    assert spec.weight_scale == q.scale_mode
