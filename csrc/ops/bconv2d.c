@@ -5,9 +5,11 @@
  * output stage fused per tile (int32, float with scale/bias/activation, or packed bits through
  * per-channel integer thresholds).
  *
- * im2col row of output pixel p: for each tap (ky, kx) the input pixel's ceil(C/64) words, its
- * bits past C masked to zero; the weight panel uses the same per-tap padded layout with zero
- * padding, so padding never counts and K = KH*KW*C exactly.
+ * im2col row of output pixel p: the C bits of each tap (ky, kx) back to back (the format's weight
+ * layout), K = KH*KW*C bits in ceil(K/64) words, the bits past K zero in both operands, so
+ * padding never counts. When C is a multiple of 64 a tap is whole words (plain copies);
+ * otherwise the taps are shifted into place, which keeps e.g. C = 32 at half the words of a
+ * per-tap padded layout.
  *
  * Taps outside the image, by pad value:
  *   +1  all bits 0: counted as +1 * w, exactly what a +1 pad does;
@@ -97,7 +99,7 @@ static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa is
   if (st != XK_OK) return st;
   L->taps = s->kh * s->kw;
   L->cw = xk_div_up(s->c, 64);
-  L->kwords = L->taps * L->cw;
+  L->kwords = xk_div_up(L->taps * s->c, 64);
   if (L->kwords * 64 > (size_t)INT32_MAX / 4) return xk_fail(XK_ERR_SHAPE, "%s: reduction too long", op);
   size_t steps = xk_div_up(L->kwords * 8, L->d->chunk_bytes);
   L->block_bytes = steps * L->d->nr * L->d->chunk_bytes * L->d->panel_expand;
@@ -116,11 +118,26 @@ static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa is
   return XK_OK;
 }
 
-/* Word wi (tap wi / cw, part wi % cw) of weight row o, bits past C zero. */
-static uint64_t weight_word(const xk_bweights *w, size_t c, size_t cw, size_t o, size_t wi) {
-  size_t t = wi / cw, part = wi % cw;
-  size_t nb = c - part * 64 < 64 ? c - part * 64 : 64;
-  return load_bits(w->bits + o * w->row_bytes, t * w->tap_bits + part * 64, nb);
+/* Word wi of the dense K-bit stream of weight row o (taps back to back), bits past K zero. */
+static uint64_t weight_word(const xk_bweights *w, size_t c, size_t taps, size_t o, size_t wi) {
+  const uint8_t *row = w->bits + o * w->row_bytes;
+  const size_t k = taps * c, p0 = wi * 64, p1 = p0 + 64 < k ? p0 + 64 : k;
+  if (w->tap_bits == c) return load_bits(row, p0, p1 - p0);
+  uint64_t v = 0;
+  for (size_t p = p0; p < p1;) { /* one tap segment at a time */
+    size_t t = p / c, ci = p % c, n = c - ci < p1 - p ? c - ci : p1 - p;
+    v |= load_bits(row, t * w->tap_bits + ci, n) << (p - p0);
+    p += n;
+  }
+  return v;
+}
+
+/* Number of -1 weights (bits 1) of row o on tap t. */
+static int32_t tap_negatives(const xk_bweights *w, size_t c, size_t o, size_t t) {
+  const uint8_t *row = w->bits + o * w->row_bytes;
+  int32_t n = 0;
+  for (size_t ci = 0; ci < c; ci += 64) n += (int32_t)popc64(load_bits(row, t * w->tap_bits + ci, c - ci < 64 ? c - ci : 64));
+  return n;
 }
 
 static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_bweights *w, void *packed,
@@ -151,7 +168,7 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
       for (size_t b = 0; b < cb / 8; b++) {
         size_t wi = st_i * (cb / 8) + b;
         if (wi >= L.kwords) break;
-        uint64_t v = weight_word(w, s->c, L.cw, o, wi);
+        uint64_t v = weight_word(w, s->c, L.taps, o, wi);
         memcpy(chunk + 8 * b, &v, 8); /* little-endian hosts (checked by the runtime) */
       }
       uint8_t *dst = blk + (st_i * d->nr + o % d->nr) * stride;
@@ -182,8 +199,7 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
             for (size_t kx = 0; kx < s->kw; kx++) {
               int inside = (long)ky >= ylo && (long)ky <= yhi && (long)kx >= xlo && (long)kx <= xhi;
               if (inside) continue;
-              size_t t = ky * s->kw + kx;
-              for (size_t part = 0; part < L.cw; part++) npad += (int32_t)popc64(weight_word(w, s->c, L.cw, o, t * L.cw + part));
+              npad += tap_negatives(w, s->c, o, ky * s->kw + kx);
             }
           row[o] = kvalid + 2 * npad;
         }
@@ -308,18 +324,39 @@ static void im2col_task(void *ctx, size_t t) {
     size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
     long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     uint64_t *dst = j->a + r * j->L->kwords;
+    if (s->c % 64 == 0) { /* whole-word taps */
+      for (size_t ky = 0; ky < s->kh; ky++) {
+        long iy = iy0 + (long)ky * dh;
+        for (size_t kx = 0; kx < s->kw; kx++, dst += cw) {
+          long ix = ix0 + (long)kx * dw;
+          if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
+            const uint64_t fill = j->pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
+            for (size_t w = 0; w < cw; w++) dst[w] = fill;
+          } else {
+            const uint64_t *src = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * cw;
+            for (size_t w = 0; w < cw; w++) dst[w] = src[w];
+          }
+        }
+      }
+      continue;
+    }
+    const size_t kwords = j->L->kwords;
+    memset(dst, 0, kwords * 8);
+    size_t pos = 0;
     for (size_t ky = 0; ky < s->kh; ky++) {
       long iy = iy0 + (long)ky * dh;
-      for (size_t kx = 0; kx < s->kw; kx++, dst += cw) {
+      for (size_t kx = 0; kx < s->kw; kx++, pos += s->c) {
         long ix = ix0 + (long)kx * dw;
-        if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
-          uint64_t fill = j->pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
-          for (size_t w = 0; w + 1 < cw; w++) dst[w] = fill;
-          dst[cw - 1] = fill & tail;
-        } else {
-          const uint64_t *src = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * cw;
-          for (size_t w = 0; w + 1 < cw; w++) dst[w] = src[w];
-          dst[cw - 1] = src[cw - 1] & tail;
+        const int inside = !(iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w);
+        if (!inside && j->pad != XK_PAD_MINUS) continue; /* zero bits: +1 (pad 0 is corrected later) */
+        const uint64_t *src = inside ? j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * cw : NULL;
+        for (size_t w = 0; w < cw; w++) {
+          uint64_t v = src ? src[w] : ~UINT64_C(0);
+          if (w + 1 == cw) v &= tail;
+          size_t p = pos + w * 64, q = p / 64;
+          unsigned sh = (unsigned)(p % 64);
+          dst[q] |= v << sh;
+          if (sh && q + 1 < kwords) dst[q + 1] |= v >> (64 - sh);
         }
       }
     }
@@ -335,7 +372,7 @@ size_t xk_bconv2d_workspace_size(const xk_conv_shape *s) {
   size_t oh, ow;
   if (!s || xk_conv_out_size(s, &oh, &ow) != XK_OK) return 0;
   if (direct_input(s)) return 0;
-  return xk_align_up(s->n * oh * ow * s->kh * s->kw * xk_div_up(s->c, 64) * 8);
+  return xk_align_up(s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8);
 }
 
 static xk_status unpack_layout(const xk_conv_shape *s, const void *packed, size_t packed_size, blayout *L,

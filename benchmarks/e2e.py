@@ -1,0 +1,319 @@
+"""End-to-end latency of converted zoo models: the xnorkit C engine vs PyTorch float32 eager,
+onnxruntime (float model) and, when its venv exists, Larq Compute Engine.
+
+    .venv/bin/python benchmarks/e2e.py                       # all models, threads 1 and 2
+    .venv/bin/python benchmarks/e2e.py --models binarynet --repeats 20 --quick
+
+For each model (random weights, eval mode, batch 1):
+  * xnorkit: the model converted by ``xnorkit.convert`` (non-binary layers in float32 by
+    default, ``--precision int8`` with calibration on random data) and run by ``xnorkit.Model``;
+  * PyTorch eager: the same PyTorch model (binarization simulated in float32), under
+    ``torch.inference_mode()`` with ``torch.set_num_threads``;
+  * onnxruntime: the float twin of the model (every quantizer replaced by the identity:
+    the float network of the same architecture) exported to ONNX, CPU provider, intra-op
+    threads set, graph optimizations on;
+  * LCE: the larq-zoo model of the same architecture converted by larq-compute-engine 0.16 and
+    run with ``Interpreter(use_indirect_bgemm=True, use_xnnpack=True)`` in ``.venv-lce``
+    (benchmarks/e2e_lce.py; skipped with a note when that venv is missing).
+
+Every timing is the median over ``--repeats`` runs (min-max in brackets), after warm-up runs;
+ratios are peer median / xnorkit median measured in the same run at the same thread count.
+Writes benchmarks/results/e2e.md, e2e.json and the per-layer breakdown plot e2e_layers.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# name -> (input shape without batch, LCE zoo name, the issue's LCE 1-thread figure in ms)
+MODELS = {
+    "binarynet": ((3, 32, 32), "BinaryNetCIFAR", 5.9),
+    "birealnet18": ((3, 224, 224), "BiRealNet", 25.1),
+    "quicknet": ((3, 224, 224), "QuickNet", 24.0),
+    "quicknet_small": ((3, 224, 224), "QuickNetSmall", 15.5),
+    "binary_alexnet": ((3, 224, 224), "BinaryAlexNet", 13.5),
+    "binarynet_mlp": ((1, 28, 28), None, None),
+}
+
+
+def stats(ts: list[float]) -> dict:
+    return {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3, "n": len(ts)}
+
+
+def timeit(fn, repeats: int, warmup: int, budget_s: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    ts: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    while len(ts) < repeats and (len(ts) < 5 or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def float_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """The same architecture with every quantizer replaced by the identity."""
+    import copy
+
+    from xnorkit.quantizers import Quantizer
+
+    twin = copy.deepcopy(model)
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Quantizer):
+                setattr(parent, name, torch.nn.Identity())
+    return twin.eval()
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def bench_engine(conv_data: bytes, x: np.ndarray, threads: int, repeats: int, warmup: int, budget: float):
+    import xnorkit
+
+    m = xnorkit.Model(conv_data, num_threads=threads, max_batch=1)
+    xs = np.ascontiguousarray(x)
+    ts = timeit(lambda: m.run(xs), repeats, warmup, budget)
+    timings, _ = m.profile(xs, repeats=max(5, min(repeats, 20)), warmup=2)
+    layers = [dict(name=t.name, kind=t.kind, precision=t.precision, ms=t.seconds * 1e3, macs=t.macs) for t in timings]
+    return stats(ts), layers
+
+
+def bench_torch(model, x: torch.Tensor, threads: int, repeats: int, warmup: int, budget: float):
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        return stats(timeit(lambda: model(x), repeats, warmup, budget))
+
+
+def bench_ort(model, x: torch.Tensor, threads: int, repeats: int, warmup: int, budget: float, tmp: Path):
+    import onnxruntime as ort
+
+    path = tmp / "model.onnx"
+    if not path.exists():
+        with torch.inference_mode():
+            torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["x"], output_names=["y"],
+                              dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    xs = x.numpy()
+    return stats(timeit(lambda: sess.run(None, {"x": xs}), repeats, warmup, budget))
+
+
+def bench_lce(models: list[str], threads: list[int], repeats: int) -> dict:
+    py = ROOT / ".venv-lce" / "bin" / "python"
+    if not py.exists():
+        return {"error": ".venv-lce not found (see the module docstring)"}
+    todo = [MODELS[m][1] for m in models if MODELS[m][1]]
+    cmd = [str(py), str(ROOT / "benchmarks" / "e2e_lce.py"), "--models", ",".join(todo),
+           "--threads", ",".join(map(str, threads)), "--repeats", str(repeats)]
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if res.returncode != 0:
+        return {"error": res.stderr[-2000:]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def convert_model(model, x: torch.Tensor, precision: str) -> bytes:
+    from xnorkit.convert.pipeline import convert
+
+    calib = torch.randn(8, *x.shape[1:]) if precision == "int8" else None
+    return convert(model, x, precision=precision, calibration=calib).data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=20.0, help="max seconds per measurement (at least 5 runs)")
+    ap.add_argument("--precision", default="float", choices=["float", "int8"])
+    ap.add_argument("--no-lce", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
+    ap.add_argument("--out", default=str(RESULTS / "e2e"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup, args.budget = 5, 1, 5.0
+    names = [m for m in args.models.split(",") if m]
+    for n in names:
+        if n not in MODELS:
+            ap.error(f"unknown model {n!r}; known: {', '.join(MODELS)}")
+    threads = [int(t) for t in args.threads.split(",")]
+
+    import xnorkit
+    from xnorkit import _core
+    from xnorkit.models import get_model
+
+    torch.manual_seed(0)
+    out: dict = {"machine": machine(), "date": datetime.date.today().isoformat(), "isa": _core.isa_name(_core.get_isa()),
+                 "torch": torch.__version__, "precision": args.precision, "models": {}}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        out["onnxruntime"] = None
+    for name in names:
+        shape, _, _ = MODELS[name]
+        print(f"== {name}", flush=True)
+        model = get_model(name).eval()
+        x = torch.randn(1, *shape)
+        rec: dict = {"input": [1, *shape], "threads": {}}
+        try:
+            data = convert_model(model, x, args.precision)
+            rec["file_bytes"] = len(data)
+            eng = xnorkit.Model(data)
+            rec["ops"] = len(eng.ops)
+            rec["binary_macs"] = sum(o["macs"] for o in eng.ops if o["precision"] == "binary")
+            rec["other_macs"] = sum(o["macs"] for o in eng.ops if o["precision"] in ("float", "int8"))
+        except Exception as exc:  # conversion failure is reported, not fatal
+            rec["error"] = f"conversion failed: {type(exc).__name__}: {exc}"
+            print("  " + rec["error"], flush=True)
+            data = None
+        twin = float_twin(model)
+        with tempfile.TemporaryDirectory() as tmpd:
+            for t in threads:
+                r: dict = {}
+                if data is not None:
+                    r["xnorkit"], layers = bench_engine(data, x.numpy(), t, args.repeats, args.warmup, args.budget)
+                    if t == threads[0]:
+                        rec["layers"] = layers
+                r["torch"] = bench_torch(model, x, t, args.repeats, args.warmup, args.budget)
+                try:
+                    r["onnxruntime"] = bench_ort(twin, x, t, args.repeats, args.warmup, args.budget, Path(tmpd))
+                except Exception as exc:
+                    r["onnxruntime_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                rec["threads"][str(t)] = r
+                print("  " + f"{t}T " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in r.items()
+                                                 if isinstance(v, dict)), flush=True)
+        out["models"][name] = rec
+    if not args.no_lce:
+        print("== LCE", flush=True)
+        out["lce"] = bench_lce(names, threads, args.repeats)
+        if "error" in out["lce"]:
+            print("  LCE not measured: " + out["lce"]["error"][-300:], flush=True)
+    write_results(out, Path(args.out))
+    return 0
+
+
+def fmt(s: dict | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['median_ms']:.2f} [{s['min_ms']:.2f}-{s['max_ms']:.2f}]"
+
+
+def ratio(peer: dict | None, ours: dict | None) -> str:
+    if not peer or not ours:
+        return "-"
+    return f"{peer['median_ms'] / ours['median_ms']:.1f}x"
+
+
+def write_results(out: dict, base: Path) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    lce = out.get("lce") or {}
+    lines = [
+        "# End-to-end latency: xnorkit engine vs PyTorch, onnxruntime and Larq Compute Engine",
+        "",
+        f"Machine: {out['machine']}; xnorkit ISA: {out['isa']}; {out['date']}; torch {out['torch']}, "
+        f"onnxruntime {out['onnxruntime']}. Batch 1, random weights, eval mode. Non-binary xnorkit layers: "
+        f"{out['precision']}.",
+        "",
+        "Times in ms: median [min-max] over the repeated runs; ratios = peer median / xnorkit median in the same "
+        "run and thread count. PyTorch: the BNN model itself in float32 eager (binarization simulated); "
+        "onnxruntime: the float twin (quantizers removed) exported to ONNX. "
+        "LCE: larq-zoo model converted by larq-compute-engine, `Interpreter(use_indirect_bgemm=True, "
+        "use_xnnpack=True)`.",
+        "",
+    ]
+    if "error" in lce:
+        lines += [f"LCE was not measured in this run ({lce['error'].splitlines()[-1][:200] if lce['error'] else ''}). "
+                  "The issue's LCE figures for this machine (1 thread) are quoted in the last column for reference.", ""]
+    threads = sorted({int(t) for m in out["models"].values() for t in m.get("threads", {})})
+    for t in threads:
+        lines += [f"## {t} thread{'s' if t > 1 else ''}", "",
+                  "| model | xnorkit | PyTorch f32 | onnxruntime f32 | LCE | vs PyTorch | vs ORT | vs LCE | LCE (issue, 1T) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, m in out["models"].items():
+            r = m.get("threads", {}).get(str(t), {})
+            lce_key = MODELS[name][1]
+            lce_s = (lce.get("results", {}).get(lce_key, {}) or {}).get(str(t)) if lce_key else None
+            issue = MODELS[name][2]
+            ours = r.get("xnorkit")
+            lines.append(f"| {name} | {fmt(ours)} | {fmt(r.get('torch'))} | {fmt(r.get('onnxruntime'))} | {fmt(lce_s)} | "
+                         f"{ratio(r.get('torch'), ours)} | {ratio(r.get('onnxruntime'), ours)} | {ratio(lce_s, ours)} | "
+                         f"{issue if issue else '-'}" + (f" ({issue / ours['median_ms']:.1f}x)" if issue and ours and t == 1 else "")
+                         + " |")
+        lines.append("")
+    lines += ["## Models", "", "| model | file bytes | ops | binary MACs | float/int8 MACs | notes |", "|---|---|---|---|---|---|"]
+    for name, m in out["models"].items():
+        lines.append(f"| {name} | {m.get('file_bytes', '-')} | {m.get('ops', '-')} | {m.get('binary_macs', 0) / 1e6:.1f} M | "
+                     f"{m.get('other_macs', 0) / 1e6:.1f} M | {m.get('error', '')} |")
+    lines += ["", "Per-layer breakdown (1 thread, xnorkit): e2e_layers.png; raw numbers in e2e.json.", ""]
+    base.with_suffix(".md").write_text("\n".join(lines))
+    plot_layers(out, base.parent / (base.name + "_layers.png"))
+    print(f"wrote {base.with_suffix('.md')}, {base.with_suffix('.json')}")
+
+
+def plot_layers(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [(n, m) for n, m in out["models"].items() if m.get("layers")]
+    if not models:
+        return
+    colors = {"binary": "#1f77b4", "float": "#ff7f0e", "int8": "#2ca02c", "-": "#999999"}
+    fig, axes = plt.subplots(len(models), 1, figsize=(12, 2.6 * len(models)), squeeze=False)
+    for ax, (name, m) in zip(axes[:, 0], models):
+        layers = m["layers"]
+        ms = [l["ms"] for l in layers]
+        ax.bar(range(len(ms)), ms, color=[colors.get(l["precision"], "#999999") for l in layers])
+        total = sum(ms)
+        by = {}
+        for l in layers:
+            k = l["precision"] if l["precision"] != "-" else "other"
+            by[k] = by.get(k, 0.0) + l["ms"]
+        share = ", ".join(f"{k} {v:.2f} ms ({v / total * 100:.0f}%)" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+        ax.set_title(f"{name}: {total:.2f} ms in ops — {share}", fontsize=9)
+        ax.set_ylabel("ms")
+        ax.set_xticks(range(len(ms)))
+        ax.set_xticklabels([f"{i}:{l['kind']}" for i, l in enumerate(layers)], rotation=90, fontsize=6)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    fig.legend(handles, ["binary", "float", "int8", "other"], loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
