@@ -192,7 +192,7 @@ def _print_summary(m: dict) -> None:
     c.print(f"[bold]{status}[/bold]: {m['epochs_completed']}/{m['epochs']} epochs, "
             f"{m['global_step']} steps, {m['wall_time_s']:.1f} s"
             + (f", test accuracy {acc:.4f}" if acc is not None else ""))
-    c.print(f"run directory: {m['run_dir']}")
+    c.print(f"run directory: {m['run_dir']}", soft_wrap=True)
 
 
 def _resolve_model_file(path: Path) -> Path:

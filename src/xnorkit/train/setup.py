@@ -6,7 +6,8 @@ from torch import nn
 
 from xnorkit.train.hparams import HParams, make_schedule
 
-__all__ = ["build_model", "build_optimizer", "scheduled_values", "apply_weight_constraints"]
+__all__ = ["build_model", "build_optimizer", "scheduled_values", "apply_weight_constraints",
+           "model_kwargs_for_dataset"]
 
 
 def build_model(name: str, kwargs: dict) -> nn.Module:
@@ -17,6 +18,22 @@ def build_model(name: str, kwargs: dict) -> nn.Module:
         return get_model(name, **kwargs)
     except TypeError as exc:
         raise ValueError(f"model {name!r} rejected its arguments {kwargs}: {exc}") from exc
+
+
+def model_kwargs_for_dataset(name: str, kwargs: dict, input_shape: tuple, num_classes: int) -> dict:
+    """``kwargs`` plus ``input_shape`` and ``num_classes`` of the dataset, when the model takes
+    them and they are not given (so ``binarynet --dataset mnist`` builds a 1x28x28 network)."""
+    import inspect
+
+    from xnorkit.models import model_entrypoint
+
+    params = inspect.signature(model_entrypoint(name)).parameters
+    open_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    out = dict(kwargs)
+    for key, value in (("input_shape", list(input_shape)), ("num_classes", int(num_classes))):
+        if key not in out and (open_kw or key in params):
+            out[key] = value
+    return out
 
 
 def _scheduled_names(hp: HParams) -> list[str]:

@@ -26,7 +26,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from xnorkit.data import BatchLoader, get_preprocess, load_dataset, split_validation
+from xnorkit.data import (
+    BatchLoader,
+    get_dataset_info,
+    get_preprocess,
+    load_dataset,
+    split_validation,
+)
 from xnorkit.data.transforms import Preprocess
 from xnorkit.train.checkpoint import (
     CHECKPOINT,
@@ -54,6 +60,7 @@ from xnorkit.train.setup import (
     apply_weight_constraints,
     build_model,
     build_optimizer,
+    model_kwargs_for_dataset,
     scheduled_values,
 )
 
@@ -215,6 +222,13 @@ class _StopFlag:
 
 class _Trainer:
     def __init__(self, cfg: RunConfig, model_factory: ModelFactory | None) -> None:
+        if model_factory is None:
+            # Record the dataset's input shape and class count in the model arguments, so the
+            # saved config rebuilds exactly this network (xnorkit evaluate, the converter).
+            info = get_dataset_info(cfg.dataset)
+            kw = model_kwargs_for_dataset(cfg.model, cfg.hparams.model, info.input_shape,
+                                          info.num_classes)
+            cfg = dataclasses.replace(cfg, hparams=dataclasses.replace(cfg.hparams, model=kw))
         self.cfg = cfg
         self.hp = cfg.hparams
         self.t_start = time.time()
