@@ -94,24 +94,47 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
-def bench_engine(conv_data: bytes, x: np.ndarray, threads: int, repeats: int, warmup: int, budget: float):
-    import xnorkit
+class LceWorker:
+    """benchmarks/e2e_lce.py --serve in .venv-lce: builds each larq-zoo model once and times
+    requests, so that LCE runs interleave with the in-process runtimes."""
 
-    m = xnorkit.Model(conv_data, num_threads=threads, max_batch=1)
-    xs = np.ascontiguousarray(x)
-    ts = timeit(lambda: m.run(xs), repeats, warmup, budget)
-    timings, _ = m.profile(xs, repeats=max(5, min(repeats, 20)), warmup=2)
-    layers = [dict(name=t.name, kind=t.kind, precision=t.precision, ms=t.seconds * 1e3, macs=t.macs) for t in timings]
-    return stats(ts), layers
+    def __init__(self, warmup: int):
+        py = ROOT / ".venv-lce" / "bin" / "python"
+        if not py.exists():
+            raise FileNotFoundError(".venv-lce not found (see benchmarks/e2e_lce.py for the install command)")
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.p = subprocess.Popen([str(py), str(ROOT / "benchmarks" / "e2e_lce.py"), "--serve", "--warmup", str(warmup)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env=env)
+        self.version = None
+
+    def times(self, model: str, threads: int, n: int) -> list[float]:
+        self.p.stdin.write(f"{model} {threads} {n}\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError("the LCE worker exited (run benchmarks/e2e_lce.py by hand to see why)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.flush()
+            self.p.wait(timeout=30)
+        except Exception:
+            self.p.kill()
 
 
-def bench_torch(model, x: torch.Tensor, threads: int, repeats: int, warmup: int, budget: float):
-    torch.set_num_threads(threads)
-    with torch.inference_mode():
-        return stats(timeit(lambda: model(x), repeats, warmup, budget))
+def timed(fn, n: int) -> list[float]:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
 
 
-def bench_ort(model, x: torch.Tensor, threads: int, repeats: int, warmup: int, budget: float, tmp: Path):
+def make_ort(model, x: torch.Tensor, threads: int, tmp: Path):
     import onnxruntime as ort
 
     path = tmp / "model.onnx"
@@ -125,21 +148,23 @@ def bench_ort(model, x: torch.Tensor, threads: int, repeats: int, warmup: int, b
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     xs = x.numpy()
-    return stats(timeit(lambda: sess.run(None, {"x": xs}), repeats, warmup, budget))
+    return lambda: sess.run(None, {"x": xs})
 
 
-def bench_lce(models: list[str], threads: list[int], repeats: int) -> dict:
-    py = ROOT / ".venv-lce" / "bin" / "python"
-    if not py.exists():
-        return {"error": ".venv-lce not found (see the module docstring)"}
-    todo = [MODELS[m][1] for m in models if MODELS[m][1]]
-    cmd = [str(py), str(ROOT / "benchmarks" / "e2e_lce.py"), "--models", ",".join(todo),
-           "--threads", ",".join(map(str, threads)), "--repeats", str(repeats)]
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
-    if res.returncode != 0:
-        return {"error": res.stderr[-2000:]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int = 5) -> dict:
+    """Interleaved rounds: each runner runs `chunk` times per round, until every runner has
+    `repeats` samples or the budget is spent (at least 5 samples each)."""
+    for name, r in runners.items():
+        r(warmup) if name == "lce" else timed(r, warmup)
+    ts: dict[str, list[float]] = {k: [] for k in runners}
+    t_end = time.perf_counter() + budget
+    while any(len(v) < repeats for v in ts.values()):
+        for name, r in runners.items():
+            if len(ts[name]) < repeats:
+                ts[name] += r(chunk) if name == "lce" else timed(r, chunk)
+        if time.perf_counter() > t_end and all(len(v) >= 5 for v in ts.values()):
+            break
+    return {k: stats(v) for k, v in ts.items()}
 
 
 def convert_model(model, x: torch.Tensor, precision: str) -> bytes:
@@ -182,6 +207,14 @@ def main(argv=None) -> int:
         out["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         out["onnxruntime"] = None
+    lce = None
+    if not args.no_lce:
+        try:
+            lce = LceWorker(args.warmup)
+            out["lce_versions"] = "larq-compute-engine 0.16.0, tensorflow-cpu 2.16.2, larq 0.14.0, larq-zoo 2.4.0"
+        except Exception as exc:
+            out["lce_error"] = str(exc)
+            print(f"LCE not measured: {exc}", flush=True)
     for name in names:
         shape, _, _ = MODELS[name]
         print(f"== {name}", flush=True)
@@ -200,27 +233,38 @@ def main(argv=None) -> int:
             print("  " + rec["error"], flush=True)
             data = None
         twin = float_twin(model)
+        lce_name = MODELS[name][1]
         with tempfile.TemporaryDirectory() as tmpd:
             for t in threads:
-                r: dict = {}
+                runners: dict = {}
+                eng = None
                 if data is not None:
-                    r["xnorkit"], layers = bench_engine(data, x.numpy(), t, args.repeats, args.warmup, args.budget)
-                    if t == threads[0]:
-                        rec["layers"] = layers
-                r["torch"] = bench_torch(model, x, t, args.repeats, args.warmup, args.budget)
+                    eng = xnorkit.Model(data, num_threads=t, max_batch=1)
+                    xs = np.ascontiguousarray(x.numpy())
+                    runners["xnorkit"] = lambda eng=eng, xs=xs: eng.run(xs)
+
+                def torch_run(t=t):
+                    torch.set_num_threads(t)
+                    with torch.inference_mode():
+                        model(x)
+
+                runners["torch"] = torch_run
                 try:
-                    r["onnxruntime"] = bench_ort(twin, x, t, args.repeats, args.warmup, args.budget, Path(tmpd))
+                    runners["onnxruntime"] = make_ort(twin, x, t, Path(tmpd))
                 except Exception as exc:
-                    r["onnxruntime_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                    rec.setdefault("notes", []).append(f"onnxruntime: {type(exc).__name__}: {exc}"[:300])
+                if lce is not None and lce_name:
+                    runners["lce"] = lambda n, t=t, ln=lce_name: lce.times(ln, t, n)
+                r = measure(runners, args.repeats, args.warmup, args.budget)
+                if eng is not None and t == threads[0]:
+                    timings, _ = eng.profile(xs, repeats=max(5, min(args.repeats, 20)), warmup=2)
+                    rec["layers"] = [dict(name=o.name, kind=o.kind, precision=o.precision, ms=o.seconds * 1e3,
+                                          macs=o.macs) for o in timings]
                 rec["threads"][str(t)] = r
-                print("  " + f"{t}T " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in r.items()
-                                                 if isinstance(v, dict)), flush=True)
+                print("  " + f"{t}T " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in r.items()), flush=True)
         out["models"][name] = rec
-    if not args.no_lce:
-        print("== LCE", flush=True)
-        out["lce"] = bench_lce(names, threads, args.repeats)
-        if "error" in out["lce"]:
-            print("  LCE not measured: " + out["lce"]["error"][-300:], flush=True)
+    if lce is not None:
+        lce.close()
     write_results(out, Path(args.out))
     return 0
 
@@ -240,7 +284,6 @@ def ratio(peer: dict | None, ours: dict | None) -> str:
 def write_results(out: dict, base: Path) -> None:
     base.parent.mkdir(parents=True, exist_ok=True)
     base.with_suffix(".json").write_text(json.dumps(out, indent=1))
-    lce = out.get("lce") or {}
     lines = [
         "# End-to-end latency: xnorkit engine vs PyTorch, onnxruntime and Larq Compute Engine",
         "",
@@ -255,9 +298,11 @@ def write_results(out: dict, base: Path) -> None:
         "use_xnnpack=True)`.",
         "",
     ]
-    if "error" in lce:
-        lines += [f"LCE was not measured in this run ({lce['error'].splitlines()[-1][:200] if lce['error'] else ''}). "
+    if out.get("lce_error"):
+        lines += [f"LCE was not measured in this run ({out['lce_error'][:200]}). "
                   "The issue's LCE figures for this machine (1 thread) are quoted in the last column for reference.", ""]
+    else:
+        lines += [f"LCE: {out.get('lce_versions', '')}; BinaryNetCIFAR is built with larq layers (not in larq-zoo).", ""]
     threads = sorted({int(t) for m in out["models"].values() for t in m.get("threads", {})})
     for t in threads:
         lines += [f"## {t} thread{'s' if t > 1 else ''}", "",
@@ -265,8 +310,7 @@ def write_results(out: dict, base: Path) -> None:
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, m in out["models"].items():
             r = m.get("threads", {}).get(str(t), {})
-            lce_key = MODELS[name][1]
-            lce_s = (lce.get("results", {}).get(lce_key, {}) or {}).get(str(t)) if lce_key else None
+            lce_s = r.get("lce")
             issue = MODELS[name][2]
             ours = r.get("xnorkit")
             lines.append(f"| {name} | {fmt(ours)} | {fmt(r.get('torch'))} | {fmt(r.get('onnxruntime'))} | {fmt(lce_s)} | "
@@ -276,8 +320,9 @@ def write_results(out: dict, base: Path) -> None:
         lines.append("")
     lines += ["## Models", "", "| model | file bytes | ops | binary MACs | float/int8 MACs | notes |", "|---|---|---|---|---|---|"]
     for name, m in out["models"].items():
+        notes = "; ".join(([m["error"]] if m.get("error") else []) + m.get("notes", []))
         lines.append(f"| {name} | {m.get('file_bytes', '-')} | {m.get('ops', '-')} | {m.get('binary_macs', 0) / 1e6:.1f} M | "
-                     f"{m.get('other_macs', 0) / 1e6:.1f} M | {m.get('error', '')} |")
+                     f"{m.get('other_macs', 0) / 1e6:.1f} M | {notes} |")
     lines += ["", "Per-layer breakdown (1 thread, xnorkit): e2e_layers.png; raw numbers in e2e.json.", ""]
     base.with_suffix(".md").write_text("\n".join(lines))
     plot_layers(out, base.parent / (base.name + "_layers.png"))

@@ -8,6 +8,11 @@
 Builds each larq-zoo model (random weights), converts it with ``lce.convert_keras_model`` and
 times ``Interpreter(use_indirect_bgemm=True, use_xnnpack=True)`` (LCE's fastest x86 setting) at
 batch 1. Prints one JSON line: {"results": {model: {threads: stats}}, "versions": ...}.
+
+With ``--serve`` it reads requests ``<model> <threads> <repeats>`` from stdin, one per line, and
+answers each with a JSON list of run times in seconds (models are built once); e2e.py uses this
+to interleave LCE with the other runtimes, so that load from other processes on the machine
+affects all of them alike.
 """
 
 from __future__ import annotations
@@ -71,9 +76,38 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--serve", action="store_true")
     args = ap.parse_args()
     import larq_compute_engine as lce
-    from larq_compute_engine.testing import Interpreter
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    if args.serve:
+        import sys
+
+        cache = {}
+        for line in sys.stdin:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "quit":
+                break
+            name, t, reps = parts[0], int(parts[1]), int(parts[2])
+            if (name, t) not in cache:
+                model, shape = build(name)
+                flat = lce.convert_keras_model(model)
+                it = Interpreter(flat, num_threads=t, use_reference_bconv=False, use_indirect_bgemm=True, use_xnnpack=True)
+                x = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+                for _ in range(args.warmup):
+                    it.predict(x)
+                cache[(name, t)] = (it, x)
+            it, x = cache[(name, t)]
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                it.predict(x)
+                ts.append(time.perf_counter() - t0)
+            print(json.dumps(ts), flush=True)
+        return
 
     results = {}
     for name in [m for m in args.models.split(",") if m]:

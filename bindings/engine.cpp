@@ -488,12 +488,12 @@ void bind_engine(nb::module_ &m) {
     xk_check(xk_global_avgpool(n, hw, c, x.data(), res.data()));
     return nb::cast(res);
   });
-  ops.def("add", [](In<float> a, In<float> b, nb::dict act) {
-    if (a.size() != b.size()) throw nb::value_error("add: sizes differ");
+  ops.def("add", [](In<float> a, In<float> b, nb::dict act, size_t c) {
+    if (a.size() != b.size() || c == 0 || a.size() % c) throw nb::value_error("add: sizes differ or not a multiple of c");
     std::vector<nb::object> keep;
     xk_act_params p = act_params(act, keep);
     auto res = new_array<float>({a.size()});
-    xk_check(xk_add(a.size(), a.data(), b.data(), &p, res.data()));
+    xk_check(xk_add(a.size() / c, c, a.data(), b.data(), &p, res.data()));
     return nb::cast(res);
   });
   ops.def("concat", [](size_t rows, std::vector<In<float>> xs, std::vector<size_t> cs) {

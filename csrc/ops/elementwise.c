@@ -92,14 +92,14 @@ xk_status xk_global_avgpool(size_t n, size_t hw, size_t c, const float *in, floa
   return XK_OK;
 }
 
-xk_status xk_add(size_t count, const float *a, const float *b, const xk_act_params *act, float *out) {
+xk_status xk_add(size_t rows, size_t c, const float *a, const float *b, const xk_act_params *act, float *out) {
   if (!a || !b || !out) return xk_fail(XK_ERR_ARGUMENT, "xk_add: null buffer");
+  const size_t count = rows * c;
   if (act && act->kind != XK_ACT_NONE) {
-    if (act->kind == XK_ACT_PRELU && act->alpha_count != 1)
-      return xk_fail(XK_ERR_ARGUMENT, "xk_add: per-channel PReLU is not supported in add (use xk_activation)");
-    xk_status st = xk_act_check(act, 1, "xk_add");
+    xk_status st = xk_act_check(act, c, "xk_add");
     if (st != XK_OK) return st;
-    for (size_t i = 0; i < count; i++) out[i] = xk_act_apply(act, a[i] + b[i], 0);
+    for (size_t r = 0; r < rows; r++)
+      for (size_t ch = 0; ch < c; ch++) out[r * c + ch] = xk_act_apply(act, a[r * c + ch] + b[r * c + ch], ch);
   } else {
     for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
   }

@@ -180,8 +180,9 @@ xk_status xk_maxpool2d(const xk_pool_shape *s, const float *in, float *out);
 /* count_include_pad: divide by KH*KW (PyTorch's default) or by the number of taps inside. */
 xk_status xk_avgpool2d(const xk_pool_shape *s, int count_include_pad, const float *in, float *out);
 xk_status xk_global_avgpool(size_t n, size_t hw, size_t c, const float *in, float *out);
-/* out = act(a + b) elementwise (n values); out may alias a or b. */
-xk_status xk_add(size_t count, const float *a, const float *b, const xk_act_params *act, float *out);
+/* out = act(a + b) elementwise on rows x c values (c: channels, for per-channel PReLU); out
+ * may alias a or b. */
+xk_status xk_add(size_t rows, size_t c, const float *a, const float *b, const xk_act_params *act, float *out);
 /* Concatenate float tensors along the last axis. */
 xk_status xk_concat(size_t rows, size_t k, const float *const *in, const size_t *c, float *out);
 /* In place or out of place; rows x c. */

@@ -608,8 +608,6 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       r->k = last_dim(out);
       r->rows = elems(out) / r->k;
       if ((st = check_act(c, ep->act, ep->act_lo, ep->act_hi, ep->act_alpha, r->k, &r->act)) != XK_OK) return st;
-      if (f->kind == XKF_OP_ADD && r->act.kind == XK_ACT_PRELU && r->act.alpha_count != 1)
-        return OP_FAIL(c, "%s", "per-channel PReLU after an add is not supported (use an ACTIVATION op)");
       break;
     }
     case XKF_OP_CONCAT: {
@@ -840,7 +838,7 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
     }
     case XKF_OP_GLOBAL_AVGPOOL: return xk_global_avgpool(n, r->rows, r->k, (const float *)in, (float *)out);
     case XKF_OP_ADD:
-      return xk_add(n * r->count, (const float *)in, (const float *)tensor_ptr(m, f->inputs[1], n), &r->act, (float *)out);
+      return xk_add(n * r->rows, r->k, (const float *)in, (const float *)tensor_ptr(m, f->inputs[1], n), &r->act, (float *)out);
     case XKF_OP_ACTIVATION: return xk_activation(n * r->rows, r->k, (const float *)in, &r->act, (float *)out);
     case XKF_OP_CONCAT: {
       size_t cs[XKF_MAX_INPUTS];
