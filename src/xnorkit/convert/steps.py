@@ -83,8 +83,40 @@ def _table_to_threshold(neg: torch.Tensor, lo: int) -> tuple[np.ndarray, np.ndar
     return T.numpy().astype(np.int32), flip.numpy().astype(np.uint8), ok.numpy()
 
 
+def _bisect_thresholds(steps: list[Step], k: int, channels: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(T, flip) for a chain known to be monotone per channel, by bisection over [-k, k]."""
+    def neg(acc: np.ndarray) -> np.ndarray:  # bit (negative) of the chain at one acc per channel
+        x = torch.from_numpy(acc.astype(np.float64)).to(dtype).reshape(1, channels)
+        return (~(eval_steps(x, steps) >= 0)).numpy().reshape(-1)
+
+    lo = np.full(channels, -k, np.int64)
+    hi = np.full(channels, k, np.int64)
+    n_lo, n_hi = neg(lo), neg(hi)
+    const = n_lo == n_hi
+    # invariant for the others: neg(lo) != neg(hi); find the first acc with neg == neg(hi)
+    while True:
+        todo = ~const & (hi - lo > 1)
+        if not todo.any():
+            break
+        mid = lo + (hi - lo) // 2
+        nm = neg(np.where(todo, mid, lo))
+        hit = todo & (nm == n_hi)
+        hi = np.where(hit, mid, hi)
+        lo = np.where(todo & ~hit, mid, lo)
+    T = hi.copy()  # first acc of the upper part
+    flip = np.where(n_hi, 1, 0).astype(np.uint8)  # upper part negative: bit = !(acc < T)
+    T[const] = INT32_MIN
+    flip[const] = n_lo[const].astype(np.uint8)
+    return T.astype(np.int32), flip
+
+
 def integer_thresholds(steps: list[Step], k: int, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Per-channel (threshold, flip) reproducing ``sign0(chain(acc))`` for every acc in [-k, k].
+
+    When the chain is monotone per channel (every step except a PReLU/LeakyReLU with a
+    negative slope; each float32 operation rounds monotonically) the single transition is
+    found by bisection on PyTorch's float32 evaluation; otherwise the chain is evaluated on
+    every accumulator value and the table checked for the ``(acc < T) XOR flip`` form.
 
     Args:
         steps: the chain applied to the integer accumulator (converted to float32 exactly).
@@ -96,6 +128,11 @@ def integer_thresholds(steps: list[Step], k: int, channels: int) -> tuple[np.nda
         ``boundary`` counts channels whose threshold in float64 arithmetic differs from the
         float32 one (a decision boundary within float32 rounding of an integer).
     """
+    if monotone_direction(steps, channels) is not None:
+        T, fl = _bisect_thresholds(steps, k, channels, torch.float32)
+        T64, fl64 = _bisect_thresholds(steps, k, channels, torch.float64)
+        boundary = int(np.sum((T != T64) | (fl != fl64)))
+        return T, fl, np.ones(channels, bool), boundary
     acc = torch.arange(-k, k + 1, dtype=torch.float64)
     L = acc.numel()
     Ts, flips, oks, boundary = [], [], [], 0

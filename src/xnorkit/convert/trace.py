@@ -36,7 +36,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx._symbolic_trace import _orig_module_call
 
 from xnorkit.convert.ir import ConversionError, Graph, LayerReport, Node, Step, Value
 
@@ -51,6 +51,9 @@ SUPPORTED = (
 )
 
 _ACT_MODULES = (nn.ReLU6, nn.ReLU, nn.Hardtanh, nn.PReLU, nn.LeakyReLU)
+_LEAF_TORCH = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool1d, nn.MaxPool2d,
+               nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Softmax,
+               nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d) + _ACT_MODULES
 
 
 def _xnn():
@@ -65,15 +68,112 @@ def _quantizer_base():
     return Quantizer, NoOp
 
 
+class _ValueProxy(torch.fx.Proxy):
+    """A proxy that answers shape questions (``dim()``, ``size()``, ``.shape``) with the
+    concrete value computed from the example input, so input checks in ``forward`` trace."""
+
+    def _value(self):
+        return self.tracer.values[self.node]
+
+    def size(self, dim=None):
+        v = self._value()
+        return v.size() if dim is None else v.size(dim)
+
+    def dim(self):
+        return self._value().dim()
+
+    def numel(self):
+        return self._value().numel()
+
+    @property
+    def shape(self):
+        return self._value().shape
+
+    @property
+    def ndim(self):
+        return self._value().dim()
+
+
 class _Tracer(torch.fx.Tracer):
-    """Keeps xnorkit layers, quantizers and norm layers as leaves (their internals are not IR)."""
+    """fx tracer that keeps xnorkit layers, quantizers and norm layers as leaves and runs every
+    traced op on the example inputs as it goes (the values answer shape queries and give the
+    shapes of the IR; the graph itself stays symbolic, so value-dependent branching still
+    fails to trace)."""
+
+    def __init__(self, example_inputs: tuple[torch.Tensor, ...]):
+        super().__init__()
+        self.examples = list(example_inputs)
+        self.values: dict[torch.fx.Node, Any] = {}
+        self._concrete = 0
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._concrete:  # computing an example value: plain attribute access
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def call_module(self, m, forward, args, kwargs):
+        if self._concrete:  # computing an example value: run the module normally
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         xnn = _xnn()
         Quantizer, _ = _quantizer_base()
-        if isinstance(m, (xnn.QuantLayerMixin, Quantizer, xnn.ChannelLayerNorm)):
-            return True
+        if isinstance(m, (xnn.QuantLayerMixin, Quantizer, xnn.ChannelLayerNorm) + _LEAF_TORCH):
+            return True  # subclasses of supported torch layers (e.g. Keras-style BatchNorm) too
         return super().is_leaf_module(m, qualname)
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return _ValueProxy(node, self)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *rest, **kw):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **kw)
+        node = proxy.node
+
+        def conc(a):
+            if not isinstance(a, torch.fx.Node):
+                return a
+            if a not in self.values and a.op == "get_attr":  # tensor constants fx stores on the root
+                self._concrete += 1
+                try:
+                    v = self.root
+                    for part in str(a.target).split("."):
+                        v = getattr(v, part)
+                finally:
+                    self._concrete -= 1
+                self.values[a] = v
+            return self.values[a]
+
+        cargs = torch.fx.node.map_aggregate(node.args, conc)
+        ckwargs = torch.fx.node.map_aggregate(node.kwargs, conc)
+        with torch.no_grad():
+            if kind == "placeholder":
+                if not self.examples:
+                    raise ConversionError(f"forward takes more inputs than the {len(self.values)} example inputs given")
+                value = self.examples.pop(0)
+            elif kind == "get_attr":
+                self._concrete += 1
+                try:
+                    value = self.root
+                    for part in str(target).split("."):
+                        value = getattr(value, part)
+                finally:
+                    self._concrete -= 1
+            elif kind == "call_function":
+                value = target(*cargs, **ckwargs)
+            elif kind == "call_method":
+                value = getattr(cargs[0], target)(*cargs[1:], **ckwargs)
+            elif kind == "call_module":
+                self._concrete += 1
+                try:
+                    value = _orig_module_call(self.root.get_submodule(target), *cargs, **ckwargs)
+                finally:
+                    self._concrete -= 1
+            else:
+                value = None
+        self.values[node] = value
+        node.meta["xk_value"] = value
+        return proxy
 
 
 def _torch_to_ir_shape(shape: tuple[int, ...], where: str) -> tuple[tuple[int, ...], str]:
@@ -107,8 +207,8 @@ class _Builder:
 
     # ---------------------------------------------------------------- helpers
     def tshape(self, node: torch.fx.Node) -> tuple[int, ...]:
-        meta = node.meta.get("tensor_meta")
-        if meta is None or not hasattr(meta, "shape"):
+        meta = node.meta.get("xk_value")
+        if not torch.is_tensor(meta):
             raise ConversionError(f"node {node.name} ({node.op} {node.target}): no single tensor output "
                                   f"(tuples and non-tensor results are not supported)")
         shape = tuple(int(s) for s in meta.shape)
@@ -418,16 +518,26 @@ class _Builder:
         ph, pw = pair(p, "padding")
         if one_d:
             ph = 0
-        if ceil_mode:
-            raise ConversionError(f"{name}: ceil_mode=True pooling is not supported")
         if d not in (1, (1,), (1, 1)):
             raise ConversionError(f"{name}: dilated pooling is not supported (dilation={d})")
         if len(x.shape) != 4:
             raise ConversionError(f"{name}: pooling needs an (N, C, H, W) or (N, C, L) input, got {x.spec()}")
         if op == "avgpool2d" and x.dtype == "bits":
             raise ConversionError(f"{name}: average pooling of binary activations is not supported")
+        pb, pr = ph, pw
+        if ceil_mode:  # the extra windows of ceil_mode are taps past the bottom/right edge
+            out_shape, _ = self.out_value_shape(node)
+            oh, ow = out_shape[1], out_shape[2]
+            pb = max(0, (oh - 1) * sh + kh - (x.shape[1] + 2 * ph)) + ph
+            pr = max(0, (ow - 1) * sw + kw - (x.shape[2] + 2 * pw)) + pw
+            if (pb > ph or pr > pw) and op == "avgpool2d" and count_include_pad:
+                raise ConversionError(f"{name}: ceil_mode=True with count_include_pad=True averages over windows "
+                                      f"hanging past the edge with PyTorch's partial divisor; not supported "
+                                      f"(use count_include_pad=False)")
+            if pb >= kh or pr >= kw:
+                raise ConversionError(f"{name}: ceil_mode padding ({pb}, {pr}) reaches the window size")
         n = self.emit(op, name, [x], node, dtype=x.dtype, kh=kh, kw=kw, stride_h=sh, stride_w=sw, pad_top=ph,
-                      pad_left=pw, pad_bottom=ph, pad_right=pw, count_include_pad=int(bool(count_include_pad)))
+                      pad_left=pw, pad_bottom=pb, pad_right=pr, count_include_pad=int(bool(count_include_pad)))
         return n.output
 
     def adaptive_avg(self, node, name, x: Value) -> Value:
@@ -459,7 +569,10 @@ class _Builder:
         shape, layout = _torch_to_ir_shape(out, name)
         spatial_in = int(np.prod(x.shape[1:-1])) if len(x.shape) > 2 else 1
         spatial_out = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-        if spatial_in == 1 and spatial_out == 1 and x.channels == shape[-1]:
+        channels_first = {x.torch_layout, layout} <= {"nchw", "ncl"}
+        # NHWC keeps spatial positions row-major with channels last, so merging/splitting spatial
+        # dims of a channels-first tensor (or adding/removing unit dims) keeps the element order
+        if x.channels == shape[-1] and spatial_in == spatial_out and (channels_first or spatial_in == 1):
             if x.dtype != "f32":
                 raise ConversionError(f"{name}: reshaping binary activations is not supported")
             n = self.emit("reshape", name, [x], node, shape=shape)
@@ -537,9 +650,6 @@ class _Builder:
                 raise ConversionError(f"node {name}: concatenation of float and binary tensors")
             return self.concat_chain(node, name, xs)
         if fn is torch.flatten:
-            start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            if start != 1:
-                raise ConversionError(f"node {name}: torch.flatten(start_dim={start}); only start_dim=1 is supported")
             return self.reshape_like(node, name, self.val(args[0], node))
         if fn in (F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d):
             x = self.val(args[0], node)
@@ -609,15 +719,17 @@ def trace(model: nn.Module, example_inputs: torch.Tensor | tuple) -> Graph:
     was_training = model.training
     model.eval()
     try:
-        tracer = _Tracer()
+        tracer = _Tracer(example_inputs)
         try:
             graph = tracer.trace(model)
+        except ConversionError:
+            raise
         except Exception as exc:  # fx raises many kinds (TraceError, TypeError from data-dependent code)
-            raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {exc}. The converter needs a "
-                                  f"model whose forward has no data-dependent control flow") from exc
+            raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}. "
+                                  f"The converter needs a forward whose control flow depends on shapes only, "
+                                  f"not on tensor values") from exc
         gm = torch.fx.GraphModule(model, graph)
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*example_inputs)
+        gm.graph.eliminate_dead_code()  # e.g. x[0] computed only for an input check
         batch = int(example_inputs[0].shape[0])
         g = _Builder(model, gm, batch).build()
     finally:
