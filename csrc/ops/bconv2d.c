@@ -255,9 +255,9 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
     switch (o->kind) {
       case XK_OUT_INT32: memcpy((int32_t *)j->c + row * j->ldc + col0, dot, ncols * sizeof(int32_t)); break;
       case XK_OUT_FLOAT: {
-        float acc[GROUP];
-        for (size_t c = 0; c < ncols; c++) acc[c] = (float)dot[c];
-        xk_output_store_f32(o, acc, col0, ncols, j->c, j->ldc, row);
+        float *y = (float *)j->c + row * j->ldc + col0;
+        for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
+        xk_output_apply(o, y, col0, ncols);
         break;
       }
       case XK_OUT_BITS: {

@@ -67,20 +67,75 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
   return xk_act_check(&o->act, n, op);
 }
 
-void xk_output_store_f32(const xk_output *o, const float *acc, size_t col0, size_t ncols, void *out, size_t ldc,
-                         size_t row) {
+void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0) {
+  switch (a->kind) {
+    case XK_ACT_RELU:
+      for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+      break;
+    case XK_ACT_RELU6:
+      for (size_t i = 0; i < n; i++) {
+        float v = y[i] > 0.0f ? y[i] : 0.0f;
+        y[i] = v < 6.0f ? v : 6.0f;
+      }
+      break;
+    case XK_ACT_HARDTANH: {
+      const float lo = a->lo, hi = a->hi;
+      for (size_t i = 0; i < n; i++) {
+        float v = y[i] < lo ? lo : y[i];
+        y[i] = v > hi ? hi : v;
+      }
+      break;
+    }
+    case XK_ACT_PRELU:
+      if (a->alpha_count == 1) {
+        const float al = a->alpha[0];
+        for (size_t i = 0; i < n; i++) y[i] = y[i] >= 0.0f ? y[i] : al * y[i];
+      } else {
+        const float *al = a->alpha + ch0;
+        for (size_t i = 0; i < n; i++) y[i] = y[i] >= 0.0f ? y[i] : al[i] * y[i];
+      }
+      break;
+    case XK_ACT_LEAKY: {
+      const float sl = a->lo;
+      for (size_t i = 0; i < n; i++) y[i] = y[i] >= 0.0f ? y[i] : sl * y[i];
+      break;
+    }
+    default: break;
+  }
+}
+
+/* The output stage in place on channels [col0, col0 + n): one pass per operation, each a plain
+ * loop the compiler vectorizes; the same roundings as evaluating xk_out_value per element. */
+void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
+  if (o->scale) {
+    const float *s = o->scale + col0;
+    if (o->bias) {
+      const float *b = o->bias + col0;
+      for (size_t c = 0; c < n; c++) y[c] = s[c] * y[c] + b[c]; /* no contraction: two roundings */
+    } else {
+      for (size_t c = 0; c < n; c++) y[c] = s[c] * y[c];
+    }
+  } else if (o->bias) {
+    const float *b = o->bias + col0;
+    for (size_t c = 0; c < n; c++) y[c] = y[c] + b[c];
+  }
+  if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, y, n, col0);
+  if (o->post_scale) {
+    const float *s = o->post_scale + col0;
+    for (size_t c = 0; c < n; c++) y[c] = y[c] * s[c];
+  }
+  if (o->post_bias) {
+    const float *b = o->post_bias + col0;
+    for (size_t c = 0; c < n; c++) y[c] = y[c] + b[c];
+  }
+}
+
+void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row) {
   switch (o->kind) {
     case XK_OUT_FLOAT: {
       float *y = (float *)out + row * ldc + col0;
-      if (!o->post_scale && !o->post_bias && o->act.kind == XK_ACT_NONE) {
-        const float *s = o->scale ? o->scale + col0 : NULL, *b = o->bias ? o->bias + col0 : NULL;
-        if (s && b) for (size_t c = 0; c < ncols; c++) y[c] = s[c] * acc[c] + b[c];
-        else if (s) for (size_t c = 0; c < ncols; c++) y[c] = s[c] * acc[c];
-        else if (b) for (size_t c = 0; c < ncols; c++) y[c] = acc[c] + b[c];
-        else memcpy(y, acc, ncols * sizeof(float));
-      } else {
-        for (size_t c = 0; c < ncols; c++) y[c] = xk_out_value(o, acc[c], col0 + c);
-      }
+      memcpy(y, acc, ncols * sizeof(float));
+      xk_output_apply(o, y, col0, ncols);
       break;
     }
     case XK_OUT_INT32: { /* float accumulators are never stored as int32 (checked by the ops) */
@@ -89,11 +144,12 @@ void xk_output_store_f32(const xk_output *o, const float *acc, size_t col0, size
       break;
     }
     case XK_OUT_BITS: {
+      xk_output_apply(o, acc, col0, ncols);
       uint8_t *y = (uint8_t *)out + row * ldc + (col0 / 64) * 8;
       for (size_t w0 = 0; w0 < ncols; w0 += 64) {
         uint64_t word = 0;
         size_t nb = ncols - w0 < 64 ? ncols - w0 : 64;
-        for (size_t c = 0; c < nb; c++) word |= (uint64_t)!(xk_out_value(o, acc[w0 + c], col0 + w0 + c) >= 0.0f) << c;
+        for (size_t c = 0; c < nb; c++) word |= (uint64_t)!(acc[w0 + c] >= 0.0f) << c;
         memcpy(y + (w0 / 64) * 8, &word, 8);
       }
       break;

@@ -98,8 +98,8 @@ xk_status xk_add(size_t rows, size_t c, const float *a, const float *b, const xk
   if (act && act->kind != XK_ACT_NONE) {
     xk_status st = xk_act_check(act, c, "xk_add");
     if (st != XK_OK) return st;
-    for (size_t r = 0; r < rows; r++)
-      for (size_t ch = 0; ch < c; ch++) out[r * c + ch] = xk_act_apply(act, a[r * c + ch] + b[r * c + ch], ch);
+    for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
+    for (size_t r = 0; r < rows; r++) xk_act_inplace(act, out + r * c, c, 0);
   } else {
     for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
   }
@@ -127,8 +127,8 @@ xk_status xk_activation(size_t rows, size_t c, const float *in, const xk_act_par
   if (!in || !out || !act) return xk_fail(XK_ERR_ARGUMENT, "xk_activation: null argument");
   xk_status st = xk_act_check(act, c, "xk_activation");
   if (st != XK_OK) return st;
-  for (size_t r = 0; r < rows; r++)
-    for (size_t ch = 0; ch < c; ch++) out[r * c + ch] = xk_act_apply(act, in[r * c + ch], ch);
+  if (out != in) memmove(out, in, rows * c * sizeof(float));
+  for (size_t r = 0; r < rows; r++) xk_act_inplace(act, out + r * c, c, 0);
   return XK_OK;
 }
 

@@ -310,9 +310,7 @@ static void dw_task(void *ctx, size_t t) { /* one output row (b, oy) */
         }
       }
     }
-    const xk_output *o = j->o;
-    if (o->scale || o->bias || o->act.kind != XK_ACT_NONE || o->post_scale || o->post_bias)
-      for (size_t ch = 0; ch < oc; ch++) y[ch] = xk_out_value(o, y[ch], ch);
+    xk_output_apply(j->o, y, 0, oc);
   }
 }
 

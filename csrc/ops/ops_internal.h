@@ -43,9 +43,12 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
 
 /* Write one row segment of float accumulators through the output stage.
  * Columns [col0, col0 + ncols) of row `row` of the output (stride ldc). For BITS, col0 must be
- * a multiple of 64 and ncols <= 64 unless the segment is the whole row. */
-void xk_output_store_f32(const xk_output *o, const float *acc, size_t col0, size_t ncols, void *out, size_t ldc,
-                         size_t row);
+ * a multiple of 64 (acc is used as scratch). */
+void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row);
+/* The output stage in place on y[0..n) = channels [col0, col0 + n). */
+void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n);
+/* An activation in place on y[0..n) = channels [ch0, ch0 + n). */
+void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0);
 
 size_t xk_conv_taps(const xk_conv_shape *s);
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }

@@ -24,8 +24,9 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             n = m.num_features
             m.running_mean.copy_(torch.randn(n, generator=g) * 2)
             m.running_var.copy_(torch.rand(n, generator=g) * 3 + 0.2)
-            if m.affine:
+            if m.weight is not None:
                 m.weight.data.copy_(torch.randn(n, generator=g))
+            if m.bias is not None:
                 m.bias.data.copy_(torch.randn(n, generator=g))
     return model.eval()
 
