@@ -5,9 +5,12 @@ onnxruntime (float model) and, when its venv exists, Larq Compute Engine.
     .venv/bin/python benchmarks/e2e.py --models binarynet --repeats 20 --quick
 
 For each model (random weights, eval mode, batch 1):
-  * xnorkit: the model converted by ``xnorkit.convert`` (non-binary layers in float32 by
-    default, ``--precision int8`` with calibration on random data) and run by ``xnorkit.Model``;
-  * PyTorch eager: the same PyTorch model (binarization simulated in float32), under
+  * xnorkit: the model converted by ``xnorkit.convert`` and run by ``xnorkit.Model``, twice:
+    non-binary layers (stem, shortcuts, classifier) in float32 ("xnorkit", the configuration that
+    matches PyTorch to 1e-5), and in int8 ("xnorkit int8": the converter's default when given
+    calibration data; calibrated here on 8 random inputs);
+  * PyTorch eager: the same PyTorch model (binarization simulated in float32: how the model
+    runs in PyTorch), and its float twin (the float network of the same architecture), under
     ``torch.inference_mode()`` with ``torch.set_num_threads``;
   * onnxruntime: the float twin of the model (every quantizer replaced by the identity:
     the float network of the same architecture) exported to ONNX, CPU provider, intra-op
@@ -181,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--budget", type=float, default=20.0, help="max seconds per measurement (at least 5 runs)")
-    ap.add_argument("--precision", default="float", choices=["float", "int8"])
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
     ap.add_argument("--no-lce", action="store_true")
     ap.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
     ap.add_argument("--out", default=str(RESULTS / "e2e"))
@@ -200,7 +203,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     out: dict = {"machine": machine(), "date": datetime.date.today().isoformat(), "isa": _core.isa_name(_core.get_isa()),
-                 "torch": torch.__version__, "precision": args.precision, "models": {}}
+                 "torch": torch.__version__, "models": {}}
     try:
         import onnxruntime
 
@@ -222,8 +225,10 @@ def main(argv=None) -> int:
         x = torch.randn(1, *shape)
         rec: dict = {"input": [1, *shape], "threads": {}}
         try:
-            data = convert_model(model, x, args.precision)
+            data = convert_model(model, x, "float")
+            data8 = None if args.no_int8 else convert_model(model, x, "int8")
             rec["file_bytes"] = len(data)
+            rec["file_bytes_int8"] = len(data8) if data8 else None
             eng = xnorkit.Model(data)
             rec["ops"] = len(eng.ops)
             rec["binary_macs"] = sum(o["macs"] for o in eng.ops if o["precision"] == "binary")
@@ -231,7 +236,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # conversion failure is reported, not fatal
             rec["error"] = f"conversion failed: {type(exc).__name__}: {exc}"
             print("  " + rec["error"], flush=True)
-            data = None
+            data = data8 = None
         twin = float_twin(model)
         lce_name = MODELS[name][1]
         with tempfile.TemporaryDirectory() as tmpd:
@@ -242,13 +247,22 @@ def main(argv=None) -> int:
                     eng = xnorkit.Model(data, num_threads=t, max_batch=1)
                     xs = np.ascontiguousarray(x.numpy())
                     runners["xnorkit"] = lambda eng=eng, xs=xs: eng.run(xs)
+                    if data8 is not None:
+                        eng8 = xnorkit.Model(data8, num_threads=t, max_batch=1)
+                        runners["xnorkit_int8"] = lambda eng8=eng8, xs=xs: eng8.run(xs)
 
                 def torch_run(t=t):
                     torch.set_num_threads(t)
                     with torch.inference_mode():
                         model(x)
 
+                def torch_float_run(t=t):
+                    torch.set_num_threads(t)
+                    with torch.inference_mode():
+                        twin(x)
+
                 runners["torch"] = torch_run
+                runners["torch_float"] = torch_float_run
                 try:
                     runners["onnxruntime"] = make_ort(twin, x, t, Path(tmpd))
                 except Exception as exc:
@@ -288,12 +302,13 @@ def write_results(out: dict, base: Path) -> None:
         "# End-to-end latency: xnorkit engine vs PyTorch, onnxruntime and Larq Compute Engine",
         "",
         f"Machine: {out['machine']}; xnorkit ISA: {out['isa']}; {out['date']}; torch {out['torch']}, "
-        f"onnxruntime {out['onnxruntime']}. Batch 1, random weights, eval mode. Non-binary xnorkit layers: "
-        f"{out['precision']}.",
+        f"onnxruntime {out['onnxruntime']}. Batch 1, random weights, eval mode. xnorkit: non-binary layers "
+        "in float32; xnorkit int8: the same model with int8 non-binary layers (calibrated on random data).",
         "",
         "Times in ms: median [min-max] over the repeated runs; ratios = peer median / xnorkit median in the same "
-        "run and thread count. PyTorch: the BNN model itself in float32 eager (binarization simulated); "
-        "onnxruntime: the float twin (quantizers removed) exported to ONNX. "
+        "run and thread count. PyTorch BNN: the model itself in float32 eager (binarization simulated); "
+        "float twin: the same architecture with every quantizer removed (a float network), in PyTorch eager and "
+        "exported to ONNX for onnxruntime. "
         "LCE: larq-zoo model converted by larq-compute-engine, `Interpreter(use_indirect_bgemm=True, "
         "use_xnnpack=True)`.",
         "",
@@ -306,15 +321,19 @@ def write_results(out: dict, base: Path) -> None:
     threads = sorted({int(t) for m in out["models"].values() for t in m.get("threads", {})})
     for t in threads:
         lines += [f"## {t} thread{'s' if t > 1 else ''}", "",
-                  "| model | xnorkit | PyTorch f32 | onnxruntime f32 | LCE | vs PyTorch | vs ORT | vs LCE | LCE (issue, 1T) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | xnorkit | xnorkit int8 | PyTorch BNN | PyTorch float twin | onnxruntime float twin | LCE | "
+                  "vs PyTorch BNN | vs PyTorch float | vs ORT | vs LCE | int8 vs LCE | LCE (issue, 1T) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in out["models"].items():
             r = m.get("threads", {}).get(str(t), {})
             lce_s = r.get("lce")
             issue = MODELS[name][2]
             ours = r.get("xnorkit")
-            lines.append(f"| {name} | {fmt(ours)} | {fmt(r.get('torch'))} | {fmt(r.get('onnxruntime'))} | {fmt(lce_s)} | "
-                         f"{ratio(r.get('torch'), ours)} | {ratio(r.get('onnxruntime'), ours)} | {ratio(lce_s, ours)} | "
+            lines.append(f"| {name} | {fmt(ours)} | {fmt(r.get('xnorkit_int8'))} | {fmt(r.get('torch'))} | "
+                         f"{fmt(r.get('torch_float'))} | {fmt(r.get('onnxruntime'))} | {fmt(lce_s)} | "
+                         f"{ratio(r.get('torch'), ours)} | {ratio(r.get('torch_float'), ours)} | "
+                         f"{ratio(r.get('onnxruntime'), ours)} | {ratio(lce_s, ours)} | "
+                         f"{ratio(lce_s, r.get('xnorkit_int8'))} | "
                          f"{issue if issue else '-'}" + (f" ({issue / ours['median_ms']:.1f}x)" if issue and ours and t == 1 else "")
                          + " |")
         lines.append("")
