@@ -138,9 +138,7 @@ def train_entry(torch, xg, name, batch, steps):
 
     torch.manual_seed(0)
     model = get_model(name).cuda()
-    shape = getattr(model, "input_shape", None)
-    if shape is None:
-        shape = (784,) if "mlp" in name else (3, 32, 32)
+    shape = tuple(model.default_input_shape)
     x = torch.randn(batch, *shape, device="cuda")
     y = torch.randint(0, 10, (batch,), device="cuda")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -151,7 +149,9 @@ def train_entry(torch, xg, name, batch, steps):
         loss_fn(model(x), y).backward()
         opt.step()
 
-    out = {"model": name, "batch": batch}
+    with xg.use_binary_kernels():
+        routed = [n for n, m in model.named_modules() if xg.routes(m, x if isinstance(m, torch.nn.Conv2d) else x[:1])]
+    out = {"model": name, "batch": batch, "binary_layers": routed}
     for mode in ("float", "binary"):
         ctx = xg.use_binary_kernels(mode == "binary")
         with ctx:
@@ -207,8 +207,8 @@ def render(meta, rows, train_rows) -> str:
             if "error" in t:
                 lines.append(f"| {t['model']} | {t['batch']} | - | - | {t['error']} |")
                 continue
-            lines.append(f"| {t['model']} | {t['batch']} | {t['float']['images_per_s']:.0f} | "
-                         f"{t['binary']['images_per_s']:.0f} | {t['speedup']:.2f} |")
+            lines.append(f"| {t['model']} ({len(t.get('binary_layers', []))} layers on the kernel) | {t['batch']} | "
+                         f"{t['float']['images_per_s']:.0f} | {t['binary']['images_per_s']:.0f} | {t['speedup']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

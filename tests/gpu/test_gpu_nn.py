@@ -25,6 +25,7 @@ def spy(monkeypatch):
 
 def _run(model, x, binary):
     model.zero_grad(set_to_none=True)
+    torch.manual_seed(123)  # same dropout masks on both paths
     xl = x.clone().requires_grad_(True)
     with xg.use_binary_kernels(binary, force=True):
         y = model(xl)
@@ -85,3 +86,21 @@ def test_non_pm1_layers_stay_on_the_float_path(spy, iq, wq):
     with xg.use_binary_kernels(force=True):
         layer(torch.randn(2, 10, device=DEVICE))
     assert not spy
+
+
+def test_binarynet_mlp_training_step_identical(spy):
+    models = pytest.importorskip("xnorkit.models")
+    torch.manual_seed(3)
+    model = models.get_model("binarynet_mlp", hidden_units=96).to(DEVICE)  # small: interpreter
+    x = torch.randn(4, *model.default_input_shape, device=DEVICE)
+    _compare(model, x, spy, exact_out=False)
+    assert len(spy) >= 3  # fc2, fc3, fc_out
+
+
+def test_binarynet_training_step_identical(spy):
+    models = pytest.importorskip("xnorkit.models")
+    torch.manual_seed(4)
+    model = models.get_model("binarynet", filters=4, dense_units=16, input_shape=(3, 8, 8)).to(DEVICE)
+    x = torch.randn(2, *model.default_input_shape, device=DEVICE)
+    _compare(model, x, spy, exact_out=False)
+    assert len(spy) >= 8  # conv2..conv6, fc7..fc9

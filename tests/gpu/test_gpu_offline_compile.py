@@ -37,7 +37,7 @@ def _assert_good(rows):
 
 
 def test_compiles_for_sm90_without_spills():
-    _assert_good(_run(["--arch", "90"], timeout=240))
+    _assert_good(_run(["--arch", "90", "--quick"], timeout=240))
 
 
 @pytest.mark.slow
@@ -55,12 +55,14 @@ def _mma_rows(op):
     return _run(["--mma", op, "--arch", "80", "--arch", "90"], timeout=240)
 
 
+@pytest.mark.slow
 def test_b1_mma_kernel_is_native_and_popc_on_sm80_and_sm90():
     for r in _mma_rows("and"):
         assert r["bmma"] == {"BMMA.168256.AND.POPC": 8}, r  # native tensor-core instruction
         assert r["calls"] == 0 and not r["spills"], r
 
 
+@pytest.mark.slow
 def test_xor_popc_is_emulated_on_hopper():
     # The reason the kernel uses AND: on sm_90 ptxas turns .xor.popc into calls to a routine.
     rows = {r["arch"]: r for r in _mma_rows("xor")}
