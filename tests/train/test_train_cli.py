@@ -95,3 +95,20 @@ def test_parse_duration():
 
     with pytest.raises(click.BadParameter, match="expected a duration"):
         parse_duration("ten minutes")
+
+
+def test_cnn_channels_last_on_fashion_mnist(tmp_path, data_root):
+    """A zoo CNN in NHWC memory format trains and evaluates on Fashion-MNIST."""
+    res = _run(["train", "bnn_mnist_cnn", "--dataset", "fashion_mnist", "--data-dir", str(data_root),
+                "--hparams", "channels_last=true,model.channels=[8,16,16],model.hidden=32,"
+                             "preprocess=random_shift,learning_rate=0.01,batch_size=25",
+                "--log-dir", str(tmp_path), *SMALL])
+    assert res.exit_code == 0, res.output
+    run = next(tmp_path.iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["test_accuracy"] > 0.4  # chance: 0.1
+    saved = json.loads((run / "config.json").read_text())["config"]["hparams"]["model"]
+    assert saved["input_shape"] == [1, 28, 28] and saved["num_classes"] == 10
+    ev = _run(["evaluate", str(run / "checkpoint.pt"), "--data-dir", str(data_root), "--subset", "200",
+               "--json"])
+    assert json.loads(ev.output)["accuracy"] == pytest.approx(metrics["test_accuracy"])

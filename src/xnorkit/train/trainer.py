@@ -232,6 +232,7 @@ class _Trainer:
         self.cfg = cfg
         self.hp = cfg.hparams
         self.t_start = time.time()
+        self.cpu_start = time.process_time()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist = init_distributed(cfg.device)
@@ -245,6 +246,8 @@ class _Trainer:
         else:
             model = build_model(cfg.model, self.hp.model)
         model.to(self.device)
+        if self.hp.channels_last:
+            model.to(memory_format=torch.channels_last)
         apply_weight_constraints(model)
         if self.dist.enabled and self.hp.sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -266,6 +269,7 @@ class _Trainer:
         self.epoch_acc = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.global_step = 0
         self.elapsed_before = 0.0
+        self.cpu_before = 0.0
         self.history: list[dict] = []
         self.best: dict | None = None
         if self.resume_path is not None:
@@ -363,12 +367,17 @@ class _Trainer:
             "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "elapsed": self._elapsed(),
+            "cpu_time": self._cpu_time(),
             "history": self.history, "best": self.best, "ranks": ranks,
             "world_size": self.dist.world_size,
         }
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.time() - self.t_start)
+
+    def _cpu_time(self) -> float:
+        """CPU seconds used by this process (all threads), summed over resumed invocations."""
+        return self.cpu_before + (time.process_time() - self.cpu_start)
 
     def save_checkpoint(self) -> None:
         # Every rank holds identical weights; rank 0 writes them with every rank's RNG state.
@@ -397,6 +406,7 @@ class _Trainer:
         self.step_in_epoch = ckpt["step_in_epoch"]
         self.global_step = ckpt["global_step"]
         self.elapsed_before = ckpt["elapsed"]
+        self.cpu_before = ckpt.get("cpu_time", 0.0)
         self.history = ckpt["history"]
         self.best = ckpt["best"]
         rng = ckpt["ranks"][self.dist.rank]
@@ -472,6 +482,8 @@ class _Trainer:
                     if log_now:
                         vals = scheduled_values(hp, self.global_step, steps_per_epoch)
                         self.flips.reset()
+                    if self.hp.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     out = self.model(x)
                     loss = self.loss_fn(out, y)
                     total_loss = loss
@@ -525,6 +537,7 @@ class _Trainer:
                          "train_loss": acc[0].item() / n, "train_accuracy": acc[1].item() / n,
                          "test_loss": res["test"]["loss"], "test_accuracy": res["test"]["accuracy"],
                          "epoch_time_s": time.time() - epoch_t0, "elapsed_s": self._elapsed(),
+                         "cpu_time_s": self._cpu_time(),
                          "load_avg_1min": load} | {k: v for k, v in vals.items()}
                 if "validation" in res:
                     entry["validation_loss"] = res["validation"]["loss"]
@@ -578,7 +591,7 @@ class _Trainer:
             "test_accuracy": last.get("test_accuracy"), "test_loss": last.get("test_loss"),
             "validation_accuracy": last.get("validation_accuracy"),
             "train_accuracy": last.get("train_accuracy"), "train_loss": last.get("train_loss"),
-            "best": self.best, "wall_time_s": elapsed,
+            "best": self.best, "wall_time_s": elapsed, "cpu_time_s": self._cpu_time(),
             "examples_per_s": (self.global_step * self.hp.batch_size / elapsed) if elapsed else None,
             "load_avg_1min": {"start": load_start, "end": _loadavg(),
                               "mean_at_epoch_ends": (sum(loads) / len(loads)) if loads else None},
