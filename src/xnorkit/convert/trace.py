@@ -146,6 +146,18 @@ class _Tracer(torch.fx.Tracer):
 
         cargs = torch.fx.node.map_aggregate(node.args, conc)
         ckwargs = torch.fx.node.map_aggregate(node.kwargs, conc)
+        try:
+            value = self._concrete_value(kind, target, cargs, ckwargs)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"running {kind} {getattr(target, '__name__', target)} on the example input "
+                                  f"failed: {type(exc).__name__}: {exc}") from exc
+        self.values[node] = value
+        node.meta["xk_value"] = value
+        return proxy
+
+    def _concrete_value(self, kind, target, cargs, ckwargs):
         with torch.no_grad():
             if kind == "placeholder":
                 if not self.examples:
@@ -171,9 +183,7 @@ class _Tracer(torch.fx.Tracer):
                     self._concrete -= 1
             else:
                 value = None
-        self.values[node] = value
-        node.meta["xk_value"] = value
-        return proxy
+        return value
 
 
 def _torch_to_ir_shape(shape: tuple[int, ...], where: str) -> tuple[tuple[int, ...], str]:

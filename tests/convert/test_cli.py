@@ -1,0 +1,74 @@
+"""``xnorkit convert``, ``xnorkit info`` and ``xnorkit export-c`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xnorkit.cli import main
+from xnorkit.convert import format as xkf
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    out = d / "m.xk"
+    res = CliRunner().invoke(main, ["convert", "zoo:bnn_mnist_cnn", str(out), "--precision", "float"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_convert_zoo_model_prints_the_table(converted):
+    out, text = converted
+    assert "what each layer became" in text and "binary" in text and "wrote" in text
+    m = xkf.read(out)
+    assert [op.kind for op in m.ops].count("bconv2d") >= 2
+
+
+def test_info_table_and_json(converted):
+    out, _ = converted
+    r = CliRunner().invoke(main, ["info", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "bconv2d" in r.output and "MACs" in r.output and "format 1.0" in r.output
+    r = CliRunner().invoke(main, ["info", str(out), "--json"])
+    doc = json.loads(r.output)
+    m = xkf.read(out)
+    assert len(doc["ops"]) == len(m.ops) and doc["file_bytes"] == m.file_size
+    binary = [o for o in doc["ops"] if o["precision"] == "binary"]
+    assert binary and all(o["macs"] > 0 for o in binary)
+    assert doc["totals"]["binary_macs"] == sum(o["macs"] for o in binary)
+    assert doc["totals"]["float32_weight_bytes"] > 10 * sum(o["weight_bytes"] for o in binary) / 2
+
+
+def test_info_rejects_a_corrupted_file(converted, tmp_path):
+    out, _ = converted
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    bad = tmp_path / "bad.xk"
+    bad.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["info", str(bad)])
+    assert r.exit_code != 0 and "crc32" in r.output and "bad.xk" in r.output
+
+
+def test_convert_errors_are_clean(tmp_path):
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "missing.pt"), str(tmp_path / "o.xk")])
+    assert r.exit_code != 0 and "not found" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["convert", "zoo:binarynet_layernorm", str(tmp_path / "o.xk"),
+                                  "--input-shape", "3,16,16"])
+    assert r.exit_code != 0 and "ChannelLayerNorm" in r.output
+    assert not (tmp_path / "o.xk").exists()
+
+
+def test_export_c_writes_the_project(converted, tmp_path):
+    out, _ = converted
+    r = CliRunner().invoke(main, ["export-c", str(out), str(tmp_path / "c"), "--name", "mnist"])
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in (tmp_path / "c").iterdir()}
+    assert {"model_data.c", "model_data.h", "main.c", "Makefile", "README.md", "xnorkit"} <= names
+    h = (tmp_path / "c" / "model_data.h").read_text()
+    assert f"#define MNIST_DATA_SIZE {out.stat().st_size}u" in h and "MNIST_ARENA_SIZE" in h
+    r = CliRunner().invoke(main, ["export-c", str(out), str(tmp_path / "d"), "--name", "1bad"])
+    assert r.exit_code != 0 and "not a C identifier" in r.output
