@@ -72,3 +72,32 @@ def test_export_c_writes_the_project(converted, tmp_path):
     assert f"#define MNIST_DATA_SIZE {out.stat().st_size}u" in h and "MNIST_ARENA_SIZE" in h
     r = CliRunner().invoke(main, ["export-c", str(out), str(tmp_path / "d"), "--name", "1bad"])
     assert r.exit_code != 0 and "not a C identifier" in r.output
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def test_convert_a_checkpoint_with_calibration_labels_and_normalisation(tmp_path):
+    """A model.pt as `xnorkit train` writes it: int8 first/last layers calibrated on the real
+    MNIST training images, class labels and the input normalisation in the metadata."""
+    import torch
+
+    from xnorkit.models import get_model
+    from xnorkit.train.hparams import get_hparams
+    from xnorkit.train.trainer import RunConfig
+
+    if not (DATA / "mnist").is_dir():
+        pytest.skip("shared MNIST not available")
+    hp = get_hparams("bnn_mnist_cnn")
+    hp.model = dict(channels=(8, 8, 16))
+    cfg = RunConfig(model="bnn_mnist_cnn", dataset="mnist", hparams=hp, data_dir=str(DATA), download=False)
+    model = get_model("bnn_mnist_cnn", **hp.model)
+    torch.save({"format": "xnorkit-model", "config": cfg.to_dict(), "model": model.state_dict()}, tmp_path / "model.pt")
+    out = tmp_path / "m.xk"
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "model.pt"), str(out), "--calibration-samples", "64"])
+    assert r.exit_code == 0, r.output
+    m = xkf.read(out)
+    assert "int8" in r.output
+    assert any(op.params.get("precision") == xkf.PREC["i8"] for op in m.ops if op.kind in ("conv2d", "dense"))
+    assert m.meta_value("labels").splitlines() == [str(i) for i in range(10)]
+    assert m.meta_value("input_mean").tolist() == [127.5] and m.meta_value("config")["model"] == "bnn_mnist_cnn"

@@ -87,9 +87,13 @@ def convert(source, output, precision, float_layers, calibration_samples, calibr
         calib = np.load(calibration_npy).astype(np.float32)
     if cfg is not None:
         try:
-            from xnorkit.data import get_preprocess, load_dataset
-
             import torch
+
+            from xnorkit.data import get_preprocess, load_dataset
+            from xnorkit.data.files import DatasetError
+        except ImportError as exc:  # pragma: no cover
+            _fail(exc)
+        try:
 
             name = cfg.dataset
             root = data_dir if data_dir is not None else cfg.data_dir
@@ -98,12 +102,12 @@ def convert(source, output, precision, float_layers, calibration_samples, calibr
             if norm:
                 mean, std = norm
             if calib is None and precision != "float" and calibration_samples > 0:
-                ds = load_dataset(name, "train", root).subset(calibration_samples)
+                ds = load_dataset(name, "train", root, download=False).subset(calibration_samples)
                 calib = pre.eval(ds.images, torch.Generator()).float()
                 labels = list(ds.classes) or None
             else:
-                labels = list(load_dataset(name, "test", root).classes) or None
-        except (FileNotFoundError, ValueError, OSError) as exc:
+                labels = list(load_dataset(name, "test", root, download=False).classes) or None
+        except (FileNotFoundError, ValueError, OSError, DatasetError) as exc:
             click.echo(f"note: dataset not available ({exc}); no calibration data or labels", err=True)
     try:
         result = do_convert(model, example, calibration=calib, precision=precision, float_layers=float_layers,
