@@ -148,3 +148,15 @@ def test_bop_kernels_start_at_pm1_without_clip(name, small_model):
 def test_unknown_binary_kernels_is_rejected():
     with pytest.raises(ValueError, match="binary_kernels must be one of 'ste_sign'"):
         get_model("bnn_mnist_cnn", binary_kernels="sign")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_full_size_forward_backward(name):
+    """Every model at its default size and input shape (ImageNet networks at 224x224)."""
+    torch.manual_seed(0)
+    m = get_model(name).train()
+    y = m(m.example_input(2, generator=torch.Generator().manual_seed(1)))
+    assert y.shape == (2, m.num_classes) and torch.isfinite(y).all()
+    (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(4))).sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
