@@ -263,6 +263,19 @@ nb::object qconv2d(std::vector<size_t> shape, In<int8_t> w, In<float> x, float s
   return res;
 }
 
+nb::object qdwconv2d(std::vector<size_t> shape, In<int8_t> w, In<float> x, float scale, int zp, nb::dict out) {
+  xk_conv_shape s = conv_shape(shape);
+  Output o(out, s.oc);
+  size_t rows = conv_rows(s);
+  if (x.size() < s.n * s.h * s.w * s.c) throw nb::value_error("qdwconv2d: input too small");
+  if (w.size() != s.oc * s.kh * s.kw) throw nb::value_error("qdwconv2d: weights must hold kh*kw*oc int8");
+  Buffer ws(xk_qdwconv2d_workspace_size(&s));
+  auto res = new_array<float>({rows, s.oc});
+  xk_quant q = {scale, zp};
+  xk_check(xk_qdwconv2d_run(&s, w.data(), x.data(), q, &o.o, res.data(), s.oc, ws.data(), ws.size()));
+  return nb::cast(res);
+}
+
 nb::object qdense(In<int8_t> w, In<float> x, float scale, int zp, nb::dict out) {
   if (w.ndim() != 2 || x.ndim() != 2 || w.shape(1) != x.shape(1)) throw nb::value_error("qdense: w (n_out, k), x (n, k)");
   size_t n = x.shape(0), k = x.shape(1), n_out = w.shape(0);
@@ -480,6 +493,7 @@ void bind_engine(nb::module_ &m) {
   ops.def("dense", &dense);
   ops.def("qconv2d", &qconv2d);
   ops.def("qdense", &qdense);
+  ops.def("qdwconv2d", &qdwconv2d);
   ops.def("quantize1", [](float x, float scale, int zp) { return (int)xk_quantize1(x, xk_quant{scale, zp}); });
   ops.def("pool2d", &pool2d);
   ops.def("global_avgpool", [](In<float> x, size_t n, size_t hw, size_t c) {

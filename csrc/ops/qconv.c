@@ -325,3 +325,74 @@ xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
   j.ldc = ldc;
   return run(&j, ws, ws_size, op);
 }
+
+/* ------------------------------------------------------------------ depthwise conv2d */
+/* Accumulated in float32, which is exact here: every partial sum is an integer of magnitude
+ * <= KH*KW * 255 * 128 < 2^24 (checked). */
+size_t xk_qdwconv2d_workspace_size(const xk_conv_shape *s) {
+  if (xk_conv_check(s, "xk_qdwconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
+  return qin_bytes(s);
+}
+
+typedef struct qdwjob {
+  const xk_conv_shape *s;
+  size_t oh, ow, mult;
+  const int8_t *w;
+  const int16_t *qin;
+  const xk_output *o;
+  float *out;
+  size_t ldc;
+} qdwjob;
+
+static void qdw_task(void *ctx, size_t t) {
+  const qdwjob *j = (const qdwjob *)ctx;
+  const xk_conv_shape *s = j->s;
+  const size_t oc = s->oc, c = s->c, m = j->mult, b = t / j->oh, oy = t % j->oh;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
+  for (size_t ox = 0; ox < j->ow; ox++) {
+    long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    float *y = j->out + ((b * j->oh + oy) * j->ow + ox) * j->ldc;
+    for (size_t ch = 0; ch < oc; ch++) y[ch] = 0.0f;
+    for (size_t ky = 0; ky < s->kh; ky++) {
+      long iy = iy0 + (long)ky * dh;
+      if (iy < 0 || iy >= (long)s->h) continue;
+      for (size_t kx = 0; kx < s->kw; kx++) {
+        long ix = ix0 + (long)kx * dw;
+        if (ix < 0 || ix >= (long)s->w) continue;
+        const int16_t *x = j->qin + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
+        const int8_t *wt = j->w + (ky * s->kw + kx) * oc;
+        for (size_t ch = 0; ch < oc; ch++) y[ch] += (float)((int32_t)x[ch / m] * (int32_t)wt[ch]);
+      }
+    }
+    xk_output_apply(j->o, y, 0, oc);
+  }
+}
+
+xk_status xk_qdwconv2d_run(const xk_conv_shape *s, const int8_t *w, const float *in, xk_quant q, const xk_output *o,
+                           float *out, size_t ldc, void *ws, size_t ws_size) {
+  static const char op[] = "xk_qdwconv2d";
+  size_t oh, ow;
+  xk_status st = xk_conv_check(s, op, &oh, &ow);
+  if (st != XK_OK) return st;
+  if (s->oc % s->c) return xk_fail(XK_ERR_SHAPE, "%s: output channels %zu not a multiple of input channels %zu", op, s->oc, s->c);
+  if (s->kh * s->kw > 513) return xk_fail(XK_ERR_SHAPE, "%s: %zux%zu kernel too large for exact accumulation", op, s->kh, s->kw);
+  if (!w) return xk_fail(XK_ERR_ARGUMENT, "%s: null weights", op);
+  if ((st = common_checks(in, out, o, s->oc, ldc, q, op)) != XK_OK) return st;
+  if (o->kind != XK_OUT_FLOAT) return xk_fail(XK_ERR_ARGUMENT, "%s: only float output is supported", op);
+  size_t qb = qin_bytes(s);
+  if (!ws || ws_size < qb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, qb);
+  if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
+  int16_t *qin = (int16_t *)ws;
+  const float inv = 1.0f / q.scale;
+  const size_t count = s->n * s->h * s->w * s->c;
+  for (size_t i = 0; i < count; i++) qin[i] = quant_centered(in[i], inv, q.zero_point);
+  qdwjob j = {s, oh, ow, s->oc / s->c, w, qin, o, out, ldc};
+  size_t ntasks = s->n * oh;
+  if (s->n * oh * ow * s->oc * s->kh * s->kw < SERIAL_OPS) {
+    for (size_t t = 0; t < ntasks; t++) qdw_task(&j, t);
+  } else {
+    xk_parallel_for(ntasks, qdw_task, &j);
+  }
+  return XK_OK;
+}

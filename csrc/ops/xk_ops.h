@@ -172,6 +172,11 @@ xk_status xk_qdense_pack(size_t k, size_t n_out, const int8_t *w, void *packed, 
 size_t xk_qdense_workspace_size(size_t n, size_t k);
 xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, size_t packed_size, const float *in,
                         xk_quant q, const xk_output *o, void *out, size_t ldc, void *ws, size_t ws_size);
+/* Int8 depthwise: weights int8 [KH][KW][OC] (as the float depthwise), input quantized as above
+ * into the workspace (xk_qdwconv2d_workspace_size), exact accumulation, float output. */
+size_t xk_qdwconv2d_workspace_size(const xk_conv_shape *s);
+xk_status xk_qdwconv2d_run(const xk_conv_shape *s, const int8_t *w, const float *in, xk_quant q, const xk_output *o,
+                           float *out, size_t ldc, void *ws, size_t ws_size);
 /* The quantizer alone (for tests and for the runtime's calibration checks). */
 int8_t xk_quantize1(float x, xk_quant q);
 

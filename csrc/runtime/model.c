@@ -490,7 +490,6 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       if (cp->groups > 1 && cp->groups == r->cs.c) {
         r->depthwise = 1;
         if (r->cs.oc % r->cs.c) return OP_FAIL(c, "depthwise output channels %zu not a multiple of %zu", r->cs.oc, r->cs.c);
-        if (r->int8) return OP_FAIL(c, "%s", "int8 depthwise convolution is not supported (convert it in float)");
       } else if (cp->groups != 1) {
         return OP_FAIL(c, "groups %u: only 1 or C (= %zu, depthwise) are supported", (unsigned)(cp->groups), r->cs.c);
       }
@@ -504,17 +503,21 @@ static xk_status setup_op(const xk_model *m, uint32_t i, rt_op *r, bump *b, size
       r->macs = (uint64_t)out->shape[1] * out->shape[2] * r->cs.oc * cp->kh * cp->kw * (r->depthwise ? 1 : r->cs.c);
       xk_conv_shape sb = r->cs;
       sb.n = max_batch;
-      if (r->depthwise) {
-        /* float result into scratch first when the output is bits */
-        r->ws_size = r->out_bits ? max_batch * (size_t)out->shape[1] * out->shape[2] * r->cs.oc * sizeof(float) : 0;
-        break;
-      }
       if (r->int8) {
         if (!(cp->in_scale > 0.0f) || !isfinite(cp->in_scale)) return OP_FAIL(c, "in_scale %g must be positive and finite", (double)cp->in_scale);
         if (cp->in_zero_point < -128 || cp->in_zero_point > 127) return OP_FAIL(c, "in_zero_point %d outside [-128, 127]", (int)(cp->in_zero_point));
-        if (wcount / r->cs.oc >= 65536) return OP_FAIL(c, "%s", "int8 convolution with KH*KW*C >= 65536 is not supported");
         r->q.scale = cp->in_scale;
         r->q.zero_point = cp->in_zero_point;
+      }
+      if (r->depthwise) {
+        /* float result into scratch first when the output is bits; int8: the quantized input */
+        size_t fbytes = r->out_bits ? xk_round_up(max_batch * (size_t)out->shape[1] * out->shape[2] * r->cs.oc * sizeof(float), 64) : 0;
+        r->ws_size = fbytes + (r->int8 ? xk_qdwconv2d_workspace_size(&sb) : 0);
+        if (r->int8 && cp->kh * cp->kw > 513) return OP_FAIL(c, "%s", "int8 depthwise kernel larger than 513 taps");
+        break;
+      }
+      if (r->int8) {
+        if (wcount / r->cs.oc >= 65536) return OP_FAIL(c, "%s", "int8 convolution with KH*KW*C >= 65536 is not supported");
         packed = xk_qconv2d_packed_size(&r->cs);
         r->ws_size = xk_qconv2d_workspace_size(&sb, nslots);
       } else {
@@ -815,13 +818,16 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
       s.n = n;
       size_t ldc = r->out_bits ? to->row_bytes : s.oc;
       if (r->depthwise) {
-        if (!r->out_bits) return xk_dwconv2d_run(&s, (const float *)r->w, (const float *)in, &r->out, (float *)out, s.oc);
+        size_t rows = n * (size_t)to->shape[1] * to->shape[2];
+        size_t fbytes = r->out_bits ? xk_round_up(rows * s.oc * sizeof(float), 64) : 0;
+        float *dst = r->out_bits ? (float *)m->ws : (float *)out;
         xk_output fo = r->out;
         fo.kind = XK_OUT_FLOAT;
-        xk_status st = xk_dwconv2d_run(&s, (const float *)r->w, (const float *)in, &fo, (float *)m->ws, s.oc);
-        if (st != XK_OK) return st;
-        size_t rows = n * (size_t)to->shape[1] * to->shape[2];
-        return xk_binarize(rows, s.oc, (const float *)m->ws, s.oc, NULL, NULL, out);
+        xk_status st = r->int8 ? xk_qdwconv2d_run(&s, (const int8_t *)r->w, (const float *)in, r->q, &fo, dst, s.oc,
+                                                  m->ws + fbytes, m->ws_size - fbytes)
+                               : xk_dwconv2d_run(&s, (const float *)r->w, (const float *)in, &fo, dst, s.oc);
+        if (st != XK_OK || !r->out_bits) return st;
+        return xk_binarize(rows, s.oc, dst, s.oc, NULL, NULL, out);
       }
       if (r->int8) return xk_qconv2d_run(&s, r->packed, r->packed_size, (const float *)in, r->q, &r->out, out, ldc, m->ws, m->ws_size);
       return xk_conv2d_run(&s, r->packed, r->packed_size, (const float *)in, &r->out, out, ldc, m->ws, m->ws_size);

@@ -165,3 +165,36 @@ def test_zoo_model_matches_pytorch(name):
 @pytest.mark.parametrize("name", SLOW)
 def test_zoo_model_matches_pytorch_224(name):
     zoo_check(name)
+
+
+class DepthwiseNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.b = bconv(16, 32, pad_value=1.0)
+        self.bn3 = nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = self.bn2(self.dw(x))
+        x = self.bn3(self.b(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("net", [SmallBNN, DepthwiseNet])
+def test_int8_conversion_matches_reference(net):
+    """int8 non-binary layers (incl. depthwise): the engine computes what the format specifies
+    (the oracle quantizes and accumulates exactly the same way)."""
+    torch.manual_seed(1)
+    model = randomize_bn(net())
+    x = torch.randn(3, 3, 12, 12)
+    conv = convert_mod.convert(model, x, precision="int8", calibration=torch.randn(16, 3, 12, 12))
+    precisions = {o["kind"] + ":" + o["precision"] for o in xnorkit.Model(conv.data).ops}
+    assert "conv2d:int8" in precisions, precisions
+    y = xnorkit.Model(conv.data, max_batch=3).run(x.numpy())
+    yr = reference.run(conv.data, x.numpy())[0]
+    np.testing.assert_allclose(y, yr, rtol=0, atol=1e-5 * np.abs(yr).max())

@@ -116,6 +116,24 @@ def test_qconv2d_exact_integer_accumulator(case, isa):
     np.testing.assert_allclose(y, ref * (ws * np.float32(scale)).astype(np.float32), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mult", [1, 2])
+def test_qdwconv2d_exact(mult):
+    rng = np.random.default_rng(mult)
+    n, h, w, c = 2, 9, 8, 19
+    oc = c * mult
+    x = rng.normal(size=(n, h, w, c)).astype(np.float32)
+    wq = rng.integers(-128, 128, size=(3, 3, oc)).astype(np.int8)
+    scale, zp = 0.03, -4
+    xq = (quantize_ref(x, scale, zp) - zp).astype(np.float64)
+    xt = F.pad(torch.from_numpy(xq).permute(0, 3, 1, 2), (1, 1, 1, 1))
+    w_t = torch.from_numpy(wq.astype(np.float64).transpose(2, 0, 1)[:, None])
+    ref = F.conv2d(xt, w_t, stride=2, groups=c).permute(0, 2, 3, 1).reshape(-1, oc).numpy()
+    s = rng.random(oc).astype(np.float32)
+    res = ops.qdwconv2d(conv_shape(n, h, w, c, oc, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1), wq, x, scale, zp,
+                        {"kind": "float", "scale": s})
+    np.testing.assert_array_equal(res, (ref.astype(np.float32) * s))
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_qdense_exact(isa):
     rng = np.random.default_rng(9)
