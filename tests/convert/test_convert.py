@@ -256,3 +256,12 @@ def test_model_training_mode_is_restored_and_file_saves(tmp_path):
     back = xkf.read(tmp_path / "m.xk")
     assert n == back.file_size and back.meta_value("labels") == "a\nb" and back.meta_value("config") == {"lr": 1}
     assert back.meta_value("input_std").tolist() == [2.0]
+
+
+def test_every_conversion_prints_its_table_unless_asked_not_to(capsys):
+    m = nn.Sequential(nn.Linear(4, 3), xnn.QuantLinear(3, 2, **BIN))
+    convert(m, torch.randn(1, 4))
+    out = capsys.readouterr().out
+    assert "what each layer became" in out and "binary" in out and "float" in out
+    convert(m, torch.randn(1, 4), verbose=False)
+    assert capsys.readouterr().out == ""

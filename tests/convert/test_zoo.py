@@ -29,7 +29,7 @@ SMALL = {
     "bnn_mnist_cnn": dict(channels=(8, 16, 16)),
     "vad_bnn": dict(),
 }
-FAST = {"binarynet_mlp", "binarynet", "birealnet18", "bnn_mnist_cnn", "vad_bnn", "binary_resnet_e18"}
+FAST = {"binarynet_mlp", "binarynet", "birealnet18", "bnn_mnist_cnn", "vad_bnn"}
 UNSUPPORTED = {"binarynet_layernorm": "ChannelLayerNorm"}
 
 

@@ -111,11 +111,9 @@ def convert(source, output, precision, float_layers, calibration_samples, calibr
             click.echo(f"note: dataset not available ({exc}); no calibration data or labels", err=True)
     try:
         result = do_convert(model, example, calibration=calib, precision=precision, float_layers=float_layers,
-                            labels=labels, input_mean=mean, input_std=std, config=config)
+                            labels=labels, input_mean=mean, input_std=std, config=config, verbose=not quiet)
     except ConversionError as exc:
         _fail(exc)
-    if not quiet:
-        result.print_report()
     n = result.save(output)
     click.echo(f"wrote {output}: {n} bytes ({n / max(1, result.model.const_bytes()):.3f}x the tensors)")
 

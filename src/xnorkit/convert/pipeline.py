@@ -192,7 +192,7 @@ def run_passes(g: Graph, opts: ConvertOptions, names: Sequence[str] = PIPELINE) 
 def convert(model: nn.Module, example_input: torch.Tensor | np.ndarray, *, calibration: Any = None,
             precision: str = "auto", float_layers: Sequence[str] = (), labels: Sequence[str] | None = None,
             input_mean: Sequence[float] | None = None, input_std: Sequence[float] | None = None,
-            config: dict | None = None) -> Conversion:
+            config: dict | None = None, verbose: bool = True) -> Conversion:
     """Convert a PyTorch model into a ``.xk`` model.
 
     Args:
@@ -205,6 +205,8 @@ def convert(model: nn.Module, example_input: torch.Tensor | np.ndarray, *, calib
         labels: class labels stored in the metadata.
         input_mean, input_std: input normalisation stored in the metadata.
         config: training configuration stored as JSON metadata.
+        verbose: print the table of which layers became binary, int8 or float and why (on by
+            default: a layer silently left in float is the most common surprise).
 
     Returns:
         A :class:`Conversion` (``.save(path)``, ``.print_report()``).
@@ -212,7 +214,10 @@ def convert(model: nn.Module, example_input: torch.Tensor | np.ndarray, *, calib
     Raises:
         ConversionError: unsupported layer/function/shape, or int8 without calibration data.
     """
-    x = torch.as_tensor(example_input, dtype=torch.float32)
+    if isinstance(example_input, (tuple, list)):
+        x = tuple(torch.as_tensor(e, dtype=torch.float32) for e in example_input)
+    else:
+        x = torch.as_tensor(example_input, dtype=torch.float32)
     known = {n for n, _ in model.named_modules()}
     unknown = [n for n in float_layers if n not in known]
     if unknown:
@@ -237,4 +242,7 @@ def convert(model: nn.Module, example_input: torch.Tensor | np.ndarray, *, calib
                             for r in g.report.values()]
     fm = lower(g)
     data = xkf.encode(fm)
-    return Conversion(g, xkf.decode(data), data)
+    result = Conversion(g, xkf.decode(data), data)
+    if verbose:
+        result.print_report()
+    return result
