@@ -71,6 +71,7 @@ def run(exe, d, runner=(), model="m.xk"):
     return res
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 host")
 def test_native_with_sanitizers(model_files, tmp_path):
     d, ref = model_files
@@ -89,6 +90,7 @@ def test_native_with_sanitizers(model_files, tmp_path):
     assert res.returncode == 2 and "checksum mismatch" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_aarch64_under_qemu(model_files, tmp_path):
     d, ref = model_files
     cc = need("aarch64-linux-gnu-gcc")
