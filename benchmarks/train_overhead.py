@@ -204,6 +204,17 @@ def main(argv=None) -> int:
                f"{'met' if worst <= GOAL else 'NOT met'}.")
     print(verdict)
 
+    busy = ""
+    try:
+        if max(float(load_before), float(load_after)) > (os.cpu_count() or 1):
+            busy = (f"\n**This run shared the machine with other work** (load average "
+                    f"{load_before} / {load_after} on {os.cpu_count()} logical CPUs): steps were "
+                    "often descheduled and memory bandwidth was contended, which inflates the "
+                    "memory-bound elementwise passes of the quantizers more than the matmul, and "
+                    "the min-max spreads are wide. Read the end-to-end ratios as upper bounds; the "
+                    "component estimate below is the better figure for an idle core.\n")
+    except ValueError:
+        pass
     machine = (f"{cpu_name()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
                f"python {platform.python_version()}; {datetime.date.today().isoformat()}; "
                f"load average {load_before} before, {load_after} after (shared machine)")
@@ -224,7 +235,7 @@ clipping (`xnorkit.nn.apply_constraints` after each step) and an explicit pad va
 {table}
 
 {verdict}
-
+{busy}
 Component check (Linear case): the only work a quantized Linear step adds is `ste_sign`
 forward and backward on the weight and the input; timed alone it gives an estimate of the
 overhead that is less sensitive to other processes on the machine:
