@@ -5,7 +5,6 @@ channels, int8 quantization, and the output stage order."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

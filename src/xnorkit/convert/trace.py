@@ -1,8 +1,10 @@
 """Front end: a PyTorch model -> the converter IR (:mod:`xnorkit.convert.ir`).
 
 The model is traced with ``torch.fx`` (so residual adds and concatenations are seen), with
-xnorkit's quantized layers and quantizers kept as leaves; shapes come from running the traced
-graph on the example input (fx ``ShapeProp``). Every layer is mapped by its *type* and, for
+xnorkit's quantized layers, quantizers and the supported torch layers kept as leaves. The
+tracer runs every op on the example input as it records it, so ``forward`` may check shapes
+(``x.dim()``, ``x.shape``) and every IR value gets its shape; control flow on tensor *values*
+still fails to trace, with a clear error. Every layer is mapped by its *type* and, for
 xnorkit layers, by ``layer.export_spec()`` and ``layer.quantized_weight()`` only
 (docs/api-contract.md) -- never by names.
 

@@ -70,11 +70,7 @@ def run(g: Graph, ctx=None) -> Graph:
                 rep.became, rep.why = "float", rep.why + "; no calibration data for int8"
             continue
         in_scale, zp = input_quant(*rng)
-        w = n.params["weight"]
-        if n.op == "conv2d" and n.attrs.get("groups", 1) > 1:
-            q, ws = weight_quant(w, 0)  # IR keeps OHWI [OC, KH, KW, 1] for depthwise too
-        else:
-            q, ws = weight_quant(w, 0)
+        q, ws = weight_quant(n.params["weight"], 0)  # IR weights are [OC, ...] (depthwise too)
         n.params["weight"] = q
         n.attrs.update(precision="i8", in_scale=in_scale, in_zero_point=zp)
         deq = (np.float64(in_scale) * ws.astype(np.float64)).astype(np.float32)
