@@ -699,6 +699,8 @@ class _Builder:
                               f"Supported: {SUPPORTED}")
 
     def concat_chain(self, node, name, xs: list[Value]) -> Value:
+        if len(xs) == 1:
+            return xs[0]
         shape, layout = self.out_value_shape(node)
         while len(xs) > 4:  # chain: concat the first four, then continue
             part = xs[:4]
