@@ -126,23 +126,34 @@ def test_wrong_channel_count_is_a_clear_error(name, small_model):
         m(torch.zeros(2, *shape))
 
 
-@pytest.mark.parametrize("name", FAST)
-def test_bop_kernels_start_at_pm1_without_clip(name, small_model):
-    torch.manual_seed(0)
-    m = get_model(name, binary_kernels="bop", **small_kwargs(name))
-    layers = [m.get_submodule(r.name) for r in m.layer_precisions() if r.weight_bits == 1]
-    assert layers
-    for layer in layers:
+@pytest.mark.parametrize("name", ALL)
+def test_bop_kernels_are_tagged_one_bit_without_clip(name):
+    """``binary_kernels="bop"``: identity quantizer tagged 1-bit (larq NoOpQuantizer(1)), no
+    latent clip, on every binary-weight layer (built on the meta device: no values needed)."""
+    with torch.device("meta"):
+        m = get_model(name, binary_kernels="bop")
+        d = get_model(name)
+    bop = [m.get_submodule(r.name) for r in m.layer_precisions() if r.weight_bits == 1]
+    default = [d.get_submodule(r.name) for r in d.layer_precisions() if r.weight_bits == 1]
+    assert bop and len(bop) == len(default)
+    for layer in bop:
         assert type(layer.weight_quantizer).__name__ == "NoOp" and layer.weight_quantizer.precision == 1
         assert layer.weight_clip is None
-        assert set(layer.weight.detach().unique().tolist()) <= {-1.0, 1.0}
-    # the default latent-weight kernels are clipped and start inside the clip range
+    assert all(layer.weight_clip is not None for layer in default)
+
+
+@pytest.mark.parametrize("name", ["bnn_mnist_cnn", "vad_bnn", "binarynet_mlp", "birealnet18", "quicknet_small"])
+def test_bop_kernels_start_at_pm1_and_latent_ones_inside_the_clip(name, small_model):
+    torch.manual_seed(0)
+    m = get_model(name, binary_kernels="bop", **small_kwargs(name))
+    for r in m.layer_precisions():
+        if r.weight_bits == 1:
+            assert set(m.get_submodule(r.name).weight.detach().unique().tolist()) <= {-1.0, 1.0}
     d = small_model(name)
-    clipped = [d.get_submodule(r.name) for r in d.layer_precisions() if r.weight_bits == 1]
-    assert len(clipped) == len(layers)
-    for layer in clipped:
-        assert layer.weight_clip is not None
-        assert layer.weight.detach().abs().max() <= layer.weight_clip
+    for r in d.layer_precisions():
+        if r.weight_bits == 1:
+            layer = d.get_submodule(r.name)
+            assert layer.weight.detach().abs().max() <= layer.weight_clip
 
 
 def test_unknown_binary_kernels_is_rejected():
