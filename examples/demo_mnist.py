@@ -96,7 +96,6 @@ def main() -> None:
     # engine reproduces PyTorch; "auto" would make it int8 (4x smaller, not bit-exact).
     conversion = convert(model, xte[:1], precision="float", labels=[str(i) for i in range(10)],
                          input_mean=[127.5], input_std=[127.5])
-    conversion.print_report()
     conversion.save(path)
 
     print("[3/4] running the 10,000 test images through the C engine")
