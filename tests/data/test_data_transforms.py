@@ -116,3 +116,19 @@ def test_subset_and_validation_split():
     assert torch.equal(val.labels, ds.labels[40:])
     with pytest.raises(ValueError, match="validation size must be in 1..49"):
         split_validation(ds, 50)
+
+
+def test_shift_recipes_keep_size_and_content():
+    x = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    for name in ("random_shift", "shift_and_flip"):
+        out = get_preprocess("mnist", name).train(x, seeded_generator(4))
+        assert out.shape == (300, 1, 28, 28) and out.dtype == torch.float32
+    # random_shift never mirrors: every output equals some shift of its input.
+    out = get_preprocess("mnist", "random_shift").train(x, seeded_generator(4))
+    padded = torch.full((300, 1, 32, 32), -1.0)
+    padded[:, :, 2:30, 2:30] = x.float() / 127.5 - 1
+    shifts = [padded[:, :, dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
+    match = torch.stack([(out == s).flatten(1).all(1) for s in shifts]).any(0)
+    assert bool(match.all())
+    with pytest.raises(ValueError, match="square images"):
+        get_preprocess("mnist", "random_shift").train(x[:, :, :, :20], seeded_generator(0))

@@ -11,7 +11,9 @@ Preprocessing recipes are registered per dataset by name (seed 004's idea):
 ``unit``            pixels to [0, 1] (seed 000's MNIST scaling)
 ``resize_and_flip`` zero-pad 4 px to 40x40, random 32x32 crop, random horizontal
                     flip, then [-1, 1]  (seed 004 / larq zoo CIFAR-10 training)
-``random_shift``    zero-pad 2 px, random crop back to 28x28 (no flip), then [-1, 1]
+``random_shift``    zero-pad 2 px, random crop back to the input size (no flip),
+                    then [-1, 1] (digits must not be mirrored)
+``shift_and_flip``  ``random_shift`` plus a random horizontal flip (clothes, objects)
 ==================  ============================================================
 """
 
@@ -26,6 +28,7 @@ __all__ = [
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomShift",
     "Compose",
     "Preprocess",
     "get_preprocess",
@@ -163,11 +166,25 @@ def _resize_and_flip() -> Preprocess:
                       Normalize("pm1"))
 
 
+@dataclass(frozen=True)
+class RandomShift:
+    """Shift by up to ``pixels`` in each direction (zero fill), keeping the input size."""
+
+    pixels: int = 2
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"RandomShift expects square images, got {tuple(x.shape[-2:])}")
+        return RandomCrop(x.shape[-1], padding=self.pixels, fill=0.0)(x, gen)
+
+
 @register_preprocess("*", "random_shift")
 def _random_shift() -> Preprocess:
-    # Shift by up to 2 px; the size is taken from the batch so it works for 28x28 and 32x32.
-    class _Shift:
-        def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-            return RandomCrop(x.shape[-1], padding=2, fill=0.0)(x, gen)
+    return Preprocess("random_shift", Compose([RandomShift(2), Normalize("pm1")]), Normalize("pm1"))
 
-    return Preprocess("random_shift", Compose([_Shift(), Normalize("pm1")]), Normalize("pm1"))
+
+@register_preprocess("*", "shift_and_flip")
+def _shift_and_flip() -> Preprocess:
+    return Preprocess("shift_and_flip",
+                      Compose([RandomShift(2), RandomHorizontalFlip(0.5), Normalize("pm1")]),
+                      Normalize("pm1"))

@@ -74,7 +74,7 @@ def _print_config(cfg, run_name: str) -> None:
 @click.option("--hparams-set", "-s", "hparams_set", default="default", show_default=True,
               help="Named hyperparameter set registered for MODEL (see --list-hparams).")
 @click.option("--hparams", "hparams", multiple=True, metavar="K=V,...",
-              help="Override hyperparameters or model arguments, e.g. 'epochs=5,model.n_hidden=1024'.")
+              help="Override hyperparameters or model arguments, e.g. 'epochs=5,model.hidden_units=1024'.")
 @click.option("--epochs", type=click.IntRange(0), help="Override hparams.epochs.")
 @click.option("--batch-size", "--batch_size", "batch_size", type=click.IntRange(1),
               help="Override hparams.batch_size (global, over all processes).")
@@ -84,7 +84,7 @@ def _print_config(cfg, run_name: str) -> None:
 @click.option("--binary/--no-binary", "binary", default=None,
               help="Seed 000 flag: binary (default) or full-precision MLP (model.binary).")
 @click.option("--batch_norm/--no-batch_norm", "--batch-norm/--no-batch-norm", "batch_norm",
-              default=None, help="Seed 000 flag: BatchNorm after each hidden layer (model arg).")
+              default=None, help="Seed 000 flag: BatchNorm after each hidden layer (model.batch_norm).")
 @click.option("--n_hidden", "--n-hidden", "n_hidden", type=click.IntRange(1),
               help="Seed 000 flag: hidden units per layer of the MLP (model.hidden_units).")
 @click.option("--log-dir", "--log_dir", "log_dir", default="runs", show_default=True,
