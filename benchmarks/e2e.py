@@ -55,8 +55,12 @@ MODELS = {
 }
 
 
-def stats(ts: list[float]) -> dict:
-    return {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3, "n": len(ts)}
+def stats(ts: list[float], cpu: list[float] | None = None) -> dict:
+    d = {"median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3, "n": len(ts)}
+    if cpu:
+        d["cpu"] = {"median_ms": statistics.median(cpu) * 1e3, "min_ms": min(cpu) * 1e3, "max_ms": max(cpu) * 1e3,
+                    "n": len(cpu)}
+    return d
 
 
 def timeit(fn, repeats: int, warmup: int, budget_s: float) -> list[float]:
@@ -111,13 +115,15 @@ class LceWorker:
                                   env=env)
         self.version = None
 
-    def times(self, model: str, threads: int, n: int) -> list[float]:
+    def times(self, model: str, threads: int, n: int) -> tuple[list[float], list[float]]:
+        """(wall times, calling-thread CPU times) of n runs."""
         self.p.stdin.write(f"{model} {threads} {n}\n")
         self.p.stdin.flush()
         line = self.p.stdout.readline()
         if not line:
             raise RuntimeError("the LCE worker exited (run benchmarks/e2e_lce.py by hand to see why)")
-        return json.loads(line)
+        d = json.loads(line)
+        return d["wall"], d["cpu"]
 
     def close(self) -> None:
         try:
@@ -128,13 +134,18 @@ class LceWorker:
             self.p.kill()
 
 
-def timed(fn, n: int) -> list[float]:
-    ts = []
+def timed(fn, n: int) -> tuple[list[float], list[float]]:
+    """Wall times and CPU times of the calling thread (at 1 thread every runtime here computes
+    in the calling thread, so the CPU time is the latency without interference from other
+    processes on a shared machine)."""
+    ts, cs = [], []
     for _ in range(n):
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return ts
+        cs.append(time.thread_time() - c0)
+    return ts, cs
 
 
 def make_ort(model, x: torch.Tensor, threads: int, tmp: Path):
@@ -160,14 +171,17 @@ def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int 
     for name, r in runners.items():
         r(warmup) if name == "lce" else timed(r, warmup)
     ts: dict[str, list[float]] = {k: [] for k in runners}
+    cs: dict[str, list[float]] = {k: [] for k in runners}
     t_end = time.perf_counter() + budget
     while any(len(v) < repeats for v in ts.values()):
         for name, r in runners.items():
             if len(ts[name]) < repeats:
-                ts[name] += r(chunk) if name == "lce" else timed(r, chunk)
+                w, c = r(chunk) if name == "lce" else timed(r, chunk)
+                ts[name] += w
+                cs[name] += c
         if time.perf_counter() > t_end and all(len(v) >= 5 for v in ts.values()):
             break
-    return {k: stats(v) for k, v in ts.items()}
+    return {k: stats(v, cs[k]) for k, v in ts.items()}
 
 
 def convert_model(model, x: torch.Tensor, precision: str) -> bytes:
@@ -340,6 +354,23 @@ def write_results(out: dict, base: Path) -> None:
                          f"{ratio(lce_s, r.get('xnorkit_int8'))} | "
                          f"{issue if issue else '-'}" + (f" ({issue / ours['median_ms']:.1f}x)" if issue and ours and t == 1 else "")
                          + " |")
+        lines.append("")
+    if any("cpu" in (m.get("threads", {}).get("1", {}).get("xnorkit") or {}) for m in out["models"].values()):
+        lines += ["## 1 thread, CPU time of the calling thread", "",
+                  "The same runs measured with `time.thread_time()`: at 1 thread every runtime computes in the calling "
+                  "thread, so this is the latency without the interference of other processes on a shared machine "
+                  "(the wall times above include time the thread spent descheduled).", "",
+                  "| model | xnorkit | xnorkit int8 | PyTorch BNN | PyTorch float twin | onnxruntime float twin | LCE | "
+                  "vs PyTorch BNN | vs PyTorch float | vs ORT | vs LCE | int8 vs LCE |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, m in out["models"].items():
+            r = {k: v.get("cpu") for k, v in m.get("threads", {}).get("1", {}).items() if isinstance(v, dict)}
+            ours = r.get("xnorkit")
+            lines.append(f"| {name} | {fmt(ours)} | {fmt(r.get('xnorkit_int8'))} | {fmt(r.get('torch'))} | "
+                         f"{fmt(r.get('torch_float'))} | {fmt(r.get('onnxruntime'))} | {fmt(r.get('lce'))} | "
+                         f"{ratio(r.get('torch'), ours)} | {ratio(r.get('torch_float'), ours)} | "
+                         f"{ratio(r.get('onnxruntime'), ours)} | {ratio(r.get('lce'), ours)} | "
+                         f"{ratio(r.get('lce'), r.get('xnorkit_int8'))} |")
         lines.append("")
     lines += ["## Models", "", "| model | file bytes | ops | binary MACs | float/int8 MACs | notes |", "|---|---|---|---|---|---|"]
     for name, m in out["models"].items():

@@ -10,7 +10,8 @@ times ``Interpreter(use_indirect_bgemm=True, use_xnnpack=True)`` (LCE's fastest 
 batch 1. Prints one JSON line: {"results": {model: {threads: stats}}, "versions": ...}.
 
 With ``--serve`` it reads requests ``<model> <threads> <repeats>`` from stdin, one per line, and
-answers each with a JSON list of run times in seconds (models are built once); e2e.py uses this
+answers each with {"wall": [...], "cpu": [...]}: run times in seconds, wall clock and CPU time
+of the calling thread (models are built once); e2e.py uses this
 to interleave LCE with the other runtimes, so that load from other processes on the machine
 affects all of them alike.
 """
@@ -101,12 +102,14 @@ def main() -> None:
                     it.predict(x)
                 cache[(name, t)] = (it, x)
             it, x = cache[(name, t)]
-            ts = []
+            ts, cs = [], []
             for _ in range(reps):
+                c0 = time.thread_time()
                 t0 = time.perf_counter()
                 it.predict(x)
                 ts.append(time.perf_counter() - t0)
-            print(json.dumps(ts), flush=True)
+                cs.append(time.thread_time() - c0)
+            print(json.dumps({"wall": ts, "cpu": cs}), flush=True)
         return
 
     results = {}
