@@ -205,3 +205,13 @@ def test_binary_output_is_unpacked_to_pm1():
     xs = np.random.default_rng(0).normal(size=(3, 70)).astype(np.float32)
     out = xnorkit.Model(b.build(), max_batch=3).run(xs)
     np.testing.assert_array_equal(out, np.where(xs >= 0, 1.0, -1.0))
+
+
+def test_engine_matches_reference_oracle(cnn):
+    """The C engine and the pure-Python oracle (xnorkit.reference) read the same file alike."""
+    reference = pytest.importorskip("xnorkit.reference")
+    data, _ = cnn
+    x = np.random.default_rng(2).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    y = xnorkit.Model(data, max_batch=3).run(x)
+    r = reference.run(data, x)[0]
+    np.testing.assert_allclose(y, r, rtol=1e-5, atol=1e-6)
