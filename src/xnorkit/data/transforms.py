@@ -13,6 +13,7 @@ Preprocessing recipes are registered per dataset by name (seed 004's idea):
                     flip, then [-1, 1]  (seed 004 / larq zoo CIFAR-10 training)
 ``random_shift``    zero-pad 2 px, random crop back to the input size (no flip),
                     then [-1, 1] (digits must not be mirrored)
+``random_flip``     random horizontal flip only, then [-1, 1]
 ``shift_and_flip``  ``random_shift`` plus a random horizontal flip (clothes, objects)
 ==================  ============================================================
 """
@@ -181,6 +182,12 @@ class RandomShift:
 @register_preprocess("*", "random_shift")
 def _random_shift() -> Preprocess:
     return Preprocess("random_shift", Compose([RandomShift(2), Normalize("pm1")]), Normalize("pm1"))
+
+
+@register_preprocess("*", "random_flip")
+def _random_flip() -> Preprocess:
+    return Preprocess("random_flip", Compose([RandomHorizontalFlip(0.5), Normalize("pm1")]),
+                      Normalize("pm1"))
 
 
 @register_preprocess("*", "shift_and_flip")
