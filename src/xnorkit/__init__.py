@@ -21,6 +21,7 @@ _SUBMODULES = {
     "kernels",
     "reference",
     "runtime",
+    "runtime_torch",
     "metrics",
 }
 

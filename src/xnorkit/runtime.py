@@ -52,6 +52,39 @@ class OpTiming:
     macs: int
 
 
+def input_plan(shape: tuple[int, ...], spec: dict, layout: str) -> tuple[bool, tuple[int, ...] | None]:
+    """How an input of ``shape`` becomes the stored layout of graph input ``spec``: (add a batch
+    axis?, axis permutation or None). Raises ValueError naming the expected shape. Shared by the
+    C-engine Model and the torch executor (xnorkit.runtime_torch), so both say the same."""
+    shape = tuple(int(d) for d in shape)
+    stored = spec["shape"]  # stored, batch 1
+    torch_layout = spec["torch_layout"] if layout == "torch" else "same"
+    add_batch, perm = False, None
+    if torch_layout == "nchw":
+        want = (stored[3], stored[1], stored[2])
+        if len(shape) == 3:
+            add_batch, shape = True, (1,) + shape
+        if len(shape) != 4 or tuple(shape[1:]) != want:
+            raise ValueError(f"input '{spec['name']}': expected (N, {want[0]}, {want[1]}, {want[2]}) (NCHW), got {shape}")
+        perm = (0, 2, 3, 1)
+    elif torch_layout == "ncl":
+        want = (stored[3], stored[2])
+        if len(shape) == 2:
+            add_batch, shape = True, (1,) + shape
+        if len(shape) != 3 or tuple(shape[1:]) != want:
+            raise ValueError(f"input '{spec['name']}': expected (N, {want[0]}, {want[1]}) (NCL), got {shape}")
+        perm = (0, 2, 1)
+    else:
+        want = tuple(stored[1:])
+        if len(shape) == len(stored) - 1:
+            add_batch, shape = True, (1,) + shape
+        if tuple(shape[1:]) != want:
+            raise ValueError(f"input '{spec['name']}': expected (N, {', '.join(map(str, want))}), got {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"input '{spec['name']}': empty batch")
+    return add_batch, perm
+
+
 def _read_aligned(path: Path) -> np.ndarray:
     size = path.stat().st_size
     # 64-byte aligned buffer: the engine reads the file's structs and blobs in place
@@ -65,19 +98,50 @@ def _read_aligned(path: Path) -> np.ndarray:
     return buf
 
 
+def _wants_torch(device: Any, backend: str) -> bool:
+    """Whether Model(..., device, backend) runs on the torch executor (xnorkit.runtime_torch)."""
+    if backend not in ("auto", "c", "torch"):
+        raise ValueError(f"backend must be 'auto', 'c' or 'torch', got {backend!r}")
+    is_cpu = device is None or (isinstance(device, str) and device.strip() in ("cpu", "cpu:0")) or (
+        type(device).__name__ == "device" and getattr(device, "type", None) == "cpu" and device.index in (None, 0))
+    if backend == "c" and not is_cpu:
+        raise ValueError(f"backend='c' (the C engine) runs on the CPU only, got device={device!r}")
+    return backend == "torch" or not is_cpu
+
+
 class Model:
-    """A converted model run by the C engine.
+    """A converted model run by the C engine (or, with ``device="cuda"``, by torch on the GPU).
 
     Args:
         source: path of a ``.xk`` file, or its bytes.
         num_threads: threads used by the kernels while this model runs (``None``: the
             ``XK_NUM_THREADS`` environment variable, else every core).
         max_batch: largest batch one engine call processes (the arena holds activations for
-            this many samples); larger inputs are split.
+            this many samples); larger inputs are split. ``None``: 8 on the C engine, the whole
+            batch on a device.
+        device: ``"cpu"`` (default: the C engine), ``"cuda"``, ``"cuda:N"`` or a torch.device:
+            any non-CPU device returns a :class:`xnorkit.runtime_torch.TorchModel`, the same
+            file executed with torch ops and the binary GPU kernels (docs/gpu.md).
+        backend: ``"auto"`` (C engine on the CPU, torch elsewhere), ``"c"`` or ``"torch"``
+            (``device="cpu", backend="torch"`` runs the torch executor on the CPU).
+        kernels: torch backend only: binary GEMM ``"auto"``, ``"triton"`` or ``"torch"``.
     """
 
+    def __new__(cls, source: Any = None, num_threads: int | None = None, max_batch: int | None = None, *,
+                device: Any = "cpu", backend: str = "auto", kernels: str = "auto"):
+        if cls is Model and _wants_torch(device, backend):
+            from xnorkit.runtime_torch import TorchModel  # noqa: PLC0415  (imports torch)
+
+            return super().__new__(TorchModel)
+        return super().__new__(cls)
+
     def __init__(self, source: str | os.PathLike | bytes | bytearray | memoryview, num_threads: int | None = None,
-                 max_batch: int = 8):
+                 max_batch: int | None = None, *, device: Any = "cpu", backend: str = "auto", kernels: str = "auto"):
+        if kernels != "auto":
+            raise ValueError(f"kernels={kernels!r} applies to the torch backend only (device='cuda' or backend='torch')")
+        self.device, self.backend = "cpu", "c"
+        if max_batch is None:
+            max_batch = 8
         if isinstance(source, (bytes, bytearray, memoryview)):
             src = np.frombuffer(bytes(source), dtype=np.uint8)
             raw = np.empty(src.size + 64, dtype=np.uint8)
@@ -162,31 +226,12 @@ class Model:
 
     # ------------------------------------------------------------------ running
     def _to_stored(self, x: np.ndarray, spec: dict, layout: str) -> np.ndarray:
-        shape = spec["shape"]  # stored, batch 1
         x = np.asarray(x, dtype=np.float32)
-        torch_layout = spec["torch_layout"] if layout == "torch" else "same"
-        if torch_layout == "nchw":
-            want = (shape[3], shape[1], shape[2])
-            if x.ndim == 3:
-                x = x[None]
-            if x.ndim != 4 or tuple(x.shape[1:]) != want:
-                raise ValueError(f"input '{spec['name']}': expected (N, {want[0]}, {want[1]}, {want[2]}) (NCHW), got {x.shape}")
-            x = x.transpose(0, 2, 3, 1)
-        elif torch_layout == "ncl":
-            want = (shape[3], shape[2])
-            if x.ndim == 2:
-                x = x[None]
-            if x.ndim != 3 or tuple(x.shape[1:]) != want:
-                raise ValueError(f"input '{spec['name']}': expected (N, {want[0]}, {want[1]}) (NCL), got {x.shape}")
-            x = x.transpose(0, 2, 1)
-        else:
-            want = tuple(shape[1:])
-            if x.ndim == len(shape) - 1:
-                x = x[None]
-            if tuple(x.shape[1:]) != want:
-                raise ValueError(f"input '{spec['name']}': expected (N, {', '.join(map(str, want))}), got {x.shape}")
-        if x.shape[0] < 1:
-            raise ValueError(f"input '{spec['name']}': empty batch")
+        add_batch, perm = input_plan(x.shape, spec, layout)
+        if add_batch:
+            x = x[None]
+        if perm is not None:
+            x = x.transpose(*perm)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     @staticmethod
