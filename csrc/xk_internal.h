@@ -64,7 +64,22 @@ typedef struct xk_bgemm_ukernel_desc {
   /* panel_chunk_fill: write one chunk of one row into the panel from raw bits (nbytes <=
    * chunk_bytes; the rest zero). NULL means plain copy (panel_expand == 1). */
   void (*panel_chunk_fill)(const uint8_t *src, size_t nbytes, uint8_t *dst);
+  /* Optional variant for short reductions: ops whose rows have at most small_k_max_kwords
+   * words use *small_k instead (chosen at packing time from the shape, so packing and running
+   * agree; see xk_ukernel_for_k). */
+  const struct xk_bgemm_ukernel_desc *small_k;
+  size_t small_k_max_kwords;
+  /* split_a (NULL: none): the micro-kernel reads A rows transformed by split_a(row, kw, out),
+   * a_expand words per input word; the caller transforms MR rows at a time into a scratch
+   * buffer and passes lda_words = kw * a_expand. */
+  void (*split_a)(const uint64_t *a, size_t kw, uint64_t *out);
+  size_t a_expand;
 } xk_bgemm_ukernel_desc;
+
+/* A rows of up to this many words take the AVX2 column-lane kernel in conv / dense ops. */
+#ifndef XK_AVX2_LANES_MAX_KWORDS
+#define XK_AVX2_LANES_MAX_KWORDS 512
+#endif
 
 /* Per-ISA descriptors; NULL when the ISA is not compiled into this build. */
 #define XK_UKERNEL(name) extern const xk_bgemm_ukernel_desc xk_bgemm_##name;
@@ -72,6 +87,9 @@ typedef struct xk_bgemm_ukernel_desc {
 #undef XK_UKERNEL
 
 const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa);
+/* The micro-kernel family an op with kwords-word rows uses on `isa` (the small-K variant where
+ * one exists and applies). */
+const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords);
 void xk_note_isa(xk_isa isa);
 
 /* Reference kernels (csrc/ref): plain loops over single bits; the C-side oracle. */

@@ -111,5 +111,13 @@ const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa) {
   return xk_isa_available(isa) ? compiled(isa) : NULL;
 }
 
+const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords) {
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
+  static int disabled = -1; /* XK_NO_SMALL_K=1: always the main kernel (benchmarks, tests) */
+  if (disabled < 0) disabled = getenv("XK_NO_SMALL_K") != NULL;
+  if (d && d->small_k && kwords <= d->small_k_max_kwords && !disabled) return d->small_k;
+  return d;
+}
+
 void xk_note_isa(xk_isa isa) { g_last_isa = (int)isa; }
 xk_isa xk_last_isa(void) { return (xk_isa)g_last_isa; }

@@ -28,6 +28,8 @@
 #define GROUP 64   /* output channels per GEMM task: one 64-bit word of packed output */
 #define MAX_MR 8
 #define SERIAL_WORK ((size_t)1 << 15) /* word pairs below which an op stays on one thread */
+#define SPLIT_SCRATCH_WORDS 4096 /* 32 KiB: MR rows of a split_a kernel */
+_Static_assert(4 * 2 * XK_AVX2_LANES_MAX_KWORDS <= SPLIT_SCRATCH_WORDS, "split scratch too small for the AVX2 lane kernel");
 
 /* ------------------------------------------------------------------ bit helpers */
 /* Read nbits (<= 64) bits at bit offset pos of a little-endian bit stream, reading only the
@@ -91,8 +93,6 @@ typedef struct blayout {
 
 static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa isa, blayout *L, const char *op) {
   memset(L, 0, sizeof *L);
-  L->d = xk_ukernel_for(isa);
-  if (!L->d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: no binary kernels for ISA %s", op, xk_isa_name(isa));
   if (pad != XK_PAD_ZERO && pad != XK_PAD_PLUS && pad != XK_PAD_MINUS)
     return xk_fail(XK_ERR_ARGUMENT, "%s: pad value %d; expected 0, +1 or -1", op, (int)pad);
   xk_status st = xk_conv_check(s, op, &L->oh, &L->ow);
@@ -100,6 +100,8 @@ static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa is
   L->taps = s->kh * s->kw;
   L->cw = xk_div_up(s->c, 64);
   L->kwords = xk_div_up(L->taps * s->c, 64);
+  L->d = xk_ukernel_for_k(isa, L->kwords);
+  if (!L->d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: no binary kernels for ISA %s", op, xk_isa_name(isa));
   if (L->kwords * 64 > (size_t)INT32_MAX / 4) return xk_fail(XK_ERR_SHAPE, "%s: reduction too long", op);
   size_t steps = xk_div_up(L->kwords * 8, L->d->chunk_bytes);
   L->block_bytes = steps * L->d->nr * L->d->chunk_bytes * L->d->panel_expand;
@@ -283,11 +285,20 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
+  /* kernels reading transformed A rows (split_a): MR rows at a time into this scratch */
+  uint64_t split[SPLIT_SCRATCH_WORDS];
+  const size_t xw = j->kwords * (d->a_expand ? d->a_expand : 1);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
+    const uint64_t *a = j->a + i * j->lda_w;
+    size_t lda = j->lda_w;
+    if (d->split_a) {
+      for (size_t r = 0; r < mr; r++) d->split_a(a + r * j->lda_w, j->kwords, split + r * xw);
+      a = split;
+      lda = xw;
+    }
     for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kwords, j->a + i * j->lda_w, j->lda_w, j->blocks + ((col0 + c) / d->nr) * j->block_bytes,
-                 &q[0][c], GROUP);
+      d->ukernel(mr, j->kwords, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q);
   }
 }

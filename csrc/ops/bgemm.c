@@ -12,6 +12,8 @@
 #define MC 64      /* rows per task */
 #define MAX_MR 8
 #define SERIAL_WORK ((size_t)1 << 15) /* word-pairs below which a call stays on one thread */
+#define SPLIT_SCRATCH_WORDS 4096 /* 32 KiB: MR rows of a split_a kernel */
+_Static_assert(4 * 2 * XK_AVX2_LANES_MAX_KWORDS <= SPLIT_SCRATCH_WORDS, "split scratch too small for the AVX2 lane kernel");
 
 typedef struct panel_header {
   uint32_t magic, isa;
@@ -96,7 +98,7 @@ static size_t block_bytes(const xk_bgemm_ukernel_desc *d, size_t k) {
 }
 
 size_t xk_bgemm_panel_size(xk_isa isa, size_t n, size_t k) {
-  const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for_k(isa, xk_div_up(k, 64));
   if (!d || n == 0 || k == 0) return 0;
   return PANEL_HEADER + xk_div_up(n, d->nr) * block_bytes(d, k);
 }
@@ -104,7 +106,7 @@ size_t xk_bgemm_panel_size(xk_isa isa, size_t n, size_t k) {
 xk_status xk_bgemm_pack_panel(xk_isa isa, const uint8_t *b, size_t n, size_t k, size_t ldb,
                               void *panel, size_t panel_size) {
   if (isa == XK_ISA_AUTO) isa = xk_get_isa();
-  const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for_k(isa, xk_div_up(k, 64));
   if (!d) return xk_fail(XK_ERR_UNSUPPORTED, "xk_bgemm_pack_panel: ISA %s not available", xk_isa_name(isa));
   if (!b || !panel) return xk_fail(XK_ERR_ARGUMENT, "xk_bgemm_pack_panel: null buffer");
   if (n == 0 || k == 0) return xk_fail(XK_ERR_SHAPE, "xk_bgemm_pack_panel: empty weights (n=%zu, k=%zu)", n, k);
@@ -202,11 +204,19 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
+  uint64_t split[SPLIT_SCRATCH_WORDS]; /* split_a kernels: MR transformed rows */
+  const size_t xw = j->kw * (d->a_expand ? d->a_expand : 1);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
+    const uint64_t *a = j->a + i * j->lda_w;
+    size_t lda = j->lda_w;
+    if (d->split_a) {
+      for (size_t r = 0; r < mr; r++) d->split_a(a + r * j->lda_w, j->kw, split + r * xw);
+      a = split;
+      lda = xw;
+    }
     for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kw, j->a + i * j->lda_w, j->lda_w,
-                 j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
+      d->ukernel(mr, j->kw, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q);
   }
 }
@@ -223,7 +233,7 @@ xk_status xk_bgemm(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda, c
   if (h.n != n || h.k != k)
     return xk_fail(XK_ERR_SHAPE, "xk_bgemm: panel holds n=%llu, k=%llu but the call has n=%zu, k=%zu",
                    (unsigned long long)h.n, (unsigned long long)h.k, n, k);
-  const xk_bgemm_ukernel_desc *d = xk_ukernel_for((xk_isa)h.isa);
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for_k((xk_isa)h.isa, xk_div_up(k, 64));
   if (!d) return xk_fail(XK_ERR_UNSUPPORTED, "xk_bgemm: panel packed for ISA %s, not available here", xk_isa_name((xk_isa)h.isa));
   if (panel_size < xk_bgemm_panel_size((xk_isa)h.isa, n, k)) return xk_fail(XK_ERR_MEMORY, "xk_bgemm: panel truncated");
   if (lda % 8 || lda < xk_packed_row_bytes(k) || ((uintptr_t)a) % 8)

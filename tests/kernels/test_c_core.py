@@ -33,7 +33,7 @@ def need(tool: str) -> str:
     return path
 
 
-def build_and_run(cc, extra_src, defines, out, runner=(), args=(), extra_flags=()):
+def build_and_run(cc, extra_src, defines, out, runner=(), args=(), extra_flags=(), env=None):
     """extra_src: (path, [isa flags]) pairs; ISA flags apply to that file only, as in CMake."""
     defs = [f"-D{d}" for d in defines]
     objs = []
@@ -45,7 +45,8 @@ def build_and_run(cc, extra_src, defines, out, runner=(), args=(), extra_flags=(
     cmd = [cc, *FLAGS, *extra_flags, *defs, *CORE, *objs, "tests/c/test_bgemm.c", "-o", str(out),
            "-lpthread", "-lm"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
-    res = subprocess.run([*runner, str(out), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([*runner, str(out), *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=None if env is None else {**os.environ, **env})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
     assert last.endswith(" 0 failed") and int(last.split()[0]) > 500, last
@@ -64,6 +65,17 @@ def test_native_x86_with_sanitizers(tmp_path):
         extra_flags=["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"],
     )
     assert "testing ISA scalar" in out and "testing ISA avx2" in out
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 host build")
+def test_native_x86_main_avx2_kernel(tmp_path):
+    """AVX2 runs its column-lane kernel for rows up to XK_AVX2_LANES_MAX_KWORDS words (every
+    shape of the default test); XK_NO_SMALL_K=1 routes every call to the 256-bit-step kernel."""
+    cc = need("gcc")
+    out = build_and_run(cc, [("csrc/ukernels/bgemm/bgemm-avx2.c", ["-mavx2", "-mpopcnt"])], ["XK_HAVE_AVX2"],
+                        tmp_path / "t", extra_flags=["-g", "-fsanitize=address,undefined"],
+                        env={"XK_NO_SMALL_K": "1"})
+    assert "testing ISA avx2" in out
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 host build")
