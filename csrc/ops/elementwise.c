@@ -1,6 +1,7 @@
 /* Float pools and elementwise ops on NHWC tensors. */
 #include <math.h>
 
+#include "../ukernels/fgemm/fgemm.h"
 #include "ops_internal.h"
 
 #define SERIAL_ELEMS ((size_t)1 << 16)
@@ -8,7 +9,7 @@
 typedef struct pool_job {
   const xk_pool_shape *s;
   size_t oh, ow;
-  int avg, include_pad;
+  int avg, include_pad, avx2;
   const float *in;
   float *out;
 } pool_job;
@@ -19,6 +20,15 @@ static void pool_task(void *ctx, size_t t) { /* one output row (b, oy) */
   const size_t c = s->c, b = t / j->oh, oy = t % j->oh;
   long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
   long ylo = iy0 < 0 ? 0 : iy0, yhi = iy0 + (long)s->kh > (long)s->h ? (long)s->h : iy0 + (long)s->kh;
+#ifdef XK_HAVE_AVX2
+  if (j->avx2) {
+    xk_pool_row r = {j->in + b * s->h * s->w * c, s->h, s->w, c, s->kw, s->stride_w, ylo, yhi, (long)s->pad_l,
+                     (long)s->pad_r, j->include_pad, iy0, (long)s->kh, (long)s->pad_b, j->avg, j->ow,
+                     j->out + (b * j->oh + oy) * j->ow * c};
+    xk_pool_row_avx2(&r);
+    return;
+  }
+#endif
   for (size_t ox = 0; ox < j->ow; ox++) {
     long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     long xlo = ix0 < 0 ? 0 : ix0, xhi = ix0 + (long)s->kw > (long)s->w ? (long)s->w : ix0 + (long)s->kw;
@@ -59,7 +69,7 @@ static xk_status run_pool(const xk_pool_shape *s, int avg, int include_pad, cons
   xk_status st = xk_pool_out_size(s, &oh, &ow);
   if (st != XK_OK) return st;
   if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
-  pool_job j = {s, oh, ow, avg, include_pad, in, out};
+  pool_job j = {s, oh, ow, avg, include_pad, xk_use_avx2(), in, out};
   size_t ntasks = s->n * oh;
   if (s->n * oh * ow * s->c * s->kh * s->kw < SERIAL_ELEMS) {
     for (size_t t = 0; t < ntasks; t++) pool_task(&j, t);
@@ -171,4 +181,39 @@ xk_status xk_nhwc_to_nchw(size_t n, size_t h, size_t w, size_t c, const float *i
       for (size_t x = 0; x < w; x++)
         for (size_t ch = 0; ch < c; ch++) out[((b * c + ch) * h + y) * w + x] = in[((b * h + y) * w + x) * c + ch];
   return XK_OK;
+}
+
+void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n) {
+  if (rows == 0 || n == 0) return;
+  if (ldc == n && col0 == 0 && rows > 1) { /* contiguous: channel-wise arrays repeat every n elements */
+    const int per_channel_act = o->act.kind == XK_ACT_PRELU && o->act.alpha_count != 1;
+    if (!o->scale && !o->bias && !o->post_scale && !o->post_bias && !per_channel_act) {
+      if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, y, rows * n, 0);
+      return;
+    }
+  }
+  for (size_t r = 0; r < rows; r++) {
+    float *v = y + r * ldc;
+    if (o->scale) {
+      const float *s = o->scale + col0;
+      if (o->bias) {
+        const float *b = o->bias + col0;
+        for (size_t c = 0; c < n; c++) v[c] = s[c] * v[c] + b[c]; /* no contraction: two roundings */
+      } else {
+        for (size_t c = 0; c < n; c++) v[c] = s[c] * v[c];
+      }
+    } else if (o->bias) {
+      const float *b = o->bias + col0;
+      for (size_t c = 0; c < n; c++) v[c] = v[c] + b[c];
+    }
+    if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, v, n, col0);
+    if (o->post_scale) {
+      const float *s = o->post_scale + col0;
+      for (size_t c = 0; c < n; c++) v[c] = v[c] * s[c];
+    }
+    if (o->post_bias) {
+      const float *b = o->post_bias + col0;
+      for (size_t c = 0; c < n; c++) v[c] = v[c] + b[c];
+    }
+  }
 }

@@ -92,8 +92,18 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
   float q[XK_FGEMM_MAX_MR][GROUP];
   for (size_t g = g0; g < j->ngroups; g += gs) {
     size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    /* float output, whole NR blocks: the micro-kernel writes the output rows in place and the
+     * output stage runs once over the mr rows */
+    const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % d->nr == 0;
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
+      if (in_place) {
+        float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
+        for (size_t c = 0; c < ncols; c += d->nr)
+          d->ukernel(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr, y + c, j->ldc);
+        xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
+        continue;
+      }
       for (size_t c = 0; c < ncols; c += d->nr)
         d->ukernel(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr, &q[0][c], GROUP);
       for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
@@ -283,6 +293,7 @@ typedef struct dwjob {
   const xk_output *o;
   float *out;
   size_t ldc;
+  int avx2;
 } dwjob;
 
 static void dw_task(void *ctx, size_t t) { /* one output row (b, oy) */
@@ -291,6 +302,16 @@ static void dw_task(void *ctx, size_t t) { /* one output row (b, oy) */
   const size_t oc = s->oc, c = s->c, m = j->mult, b = t / j->oh, oy = t % j->oh;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
   long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
+#ifdef XK_HAVE_AVX2
+  if (j->avx2 && m == 1) {
+    float *yrow = j->out + (b * j->oh + oy) * j->ow * j->ldc;
+    xk_dw_row r = {j->in + b * s->h * s->w * c, s->h, s->w, c, j->w, NULL, s->kh, s->kw, s->stride_w,
+                   (size_t)dh, (size_t)dw, iy0, (long)s->pad_l, j->ow, yrow, j->ldc};
+    xk_dw_row_avx2(&r);
+    xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);
+    return;
+  }
+#endif
   for (size_t ox = 0; ox < j->ow; ox++) {
     long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     float *y = j->out + ((b * j->oh + oy) * j->ow + ox) * j->ldc;
@@ -324,7 +345,7 @@ xk_status xk_dwconv2d_run(const xk_conv_shape *s, const float *w, const float *i
   if (!w || !in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
   if ((st = xk_output_check(o, s->oc, ldc, 0, op)) != XK_OK) return st;
   if (o->kind != XK_OUT_FLOAT) return xk_fail(XK_ERR_ARGUMENT, "%s: only float output is supported", op);
-  dwjob j = {s, oh, ow, s->oc / s->c, w, in, o, out, ldc};
+  dwjob j = {s, oh, ow, s->oc / s->c, w, in, o, out, ldc, xk_use_avx2()};
   size_t ntasks = s->n * oh;
   if (s->n * oh * ow * s->oc * s->kh * s->kw < SERIAL_FLOPS) {
     for (size_t t = 0; t < ntasks; t++) dw_task(&j, t);

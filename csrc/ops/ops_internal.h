@@ -47,10 +47,22 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
 void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row);
 /* The output stage in place on y[0..n) = channels [col0, col0 + n). */
 void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n);
+/* The output stage in place on channels [col0, col0 + n) of `rows` rows of y (stride ldc floats): the
+ * same roundings as xk_output_apply per row, one pass per operation over all rows. */
+void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n);
 /* An activation in place on y[0..n) = channels [ch0, ch0 + n). */
 void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0);
 
 size_t xk_conv_taps(const xk_conv_shape *s);
+/* 1 when the selected ISA (xk_get_isa()) may use the AVX2 kernels of the non-binary ops. */
+static inline int xk_use_avx2(void) {
+#ifdef XK_HAVE_AVX2
+  xk_isa isa = xk_get_isa();
+  return (isa == XK_ISA_AVX2 || isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2);
+#else
+  return 0;
+#endif
+}
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }
 xk_status xk_conv_check(const xk_conv_shape *s, const char *op, size_t *oh, size_t *ow);
 

@@ -43,19 +43,40 @@ static xk_status quant_check(xk_quant q, const char *op) {
   return XK_OK;
 }
 
-/* round_half_even(x * inv) + zp clamped to [-128, 127], minus zp. Values are clamped to
- * +-512 first (NaN to -512), then rounded with the 1.5 * 2^23 trick, which rounds half to even
- * in the default rounding mode (the library is built without -ffast-math and without FP
- * contraction, so the compiler keeps both additions). Vectorizes, unlike nearbyintf. */
-static inline int16_t quant_centered(float x, float inv, int32_t zp) {
+/* round_half_even(x * inv) + zp clamped to [-128, 127], minus zp, computed in float (every
+ * intermediate after the rounding is a small integer, so exact). Values are clamped to +-512
+ * first (NaN to -512), then rounded with the 1.5 * 2^23 trick, which rounds half to even in the
+ * default rounding mode (the library is built without -ffast-math and without FP contraction, so
+ * the compiler keeps both additions). Branch-free selects, so the loops over it vectorize. */
+static inline float quant_centered_f(float x, float inv, float zpf) {
   const float magic = 12582912.0f;
   float v = x * inv;
-  if (!(v >= -512.0f)) v = -512.0f;
-  if (v > 512.0f) v = 512.0f;
+  v = v >= -512.0f ? v : -512.0f;
+  v = v <= 512.0f ? v : 512.0f;
   v = (v + magic) - magic;
-  int32_t q = (int32_t)v + zp;
-  q = q < -128 ? -128 : (q > 127 ? 127 : q);
-  return (int16_t)(q - zp);
+  v = v + zpf;
+  v = v >= -128.0f ? v : -128.0f;
+  v = v <= 127.0f ? v : 127.0f;
+  return v - zpf;
+}
+
+static inline int16_t quant_centered(float x, float inv, int32_t zp) {
+  return (int16_t)quant_centered_f(x, inv, (float)zp);
+}
+
+/* The whole input, into f (float) or h (int16). */
+static void quantize_all(const float *x, size_t n, float inv, float zpf, float *f, int16_t *h) {
+#ifdef XK_HAVE_AVX2
+  if (xk_use_avx2()) {
+    xk_quantize_centered_avx2(x, n, inv, zpf, f, h);
+    return;
+  }
+#endif
+  if (f) {
+    for (size_t i = 0; i < n; i++) f[i] = quant_centered_f(x[i], inv, zpf);
+  } else {
+    for (size_t i = 0; i < n; i++) h[i] = (int16_t)quant_centered_f(x[i], inv, zpf);
+  }
 }
 
 int8_t xk_quantize1(float x, xk_quant q) {
@@ -281,7 +302,7 @@ xk_status xk_qconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
   int16_t *qin = (int16_t *)ws;
   const size_t count = s->n * s->h * s->w * s->c;
-  for (size_t i = 0; i < count; i++) qin[i] = quant_centered(in[i], j.inv, j.zp);
+  quantize_all(in, count, j.inv, (float)j.zp, NULL, qin);
   j.qin = qin;
   return run(&j, (uint8_t *)ws + qb, ws_size - qb, op);
 }
@@ -327,46 +348,74 @@ xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
 }
 
 /* ------------------------------------------------------------------ depthwise conv2d */
-/* Accumulated in float32, which is exact here: every partial sum is an integer of magnitude
- * <= KH*KW * 255 * 128 < 2^24 (checked). */
+/* Accumulated exactly in int32 and converted to float32 once, which is exact: the sum is an
+ * integer of magnitude <= KH*KW * 255 * 128 < 2^24 (checked). */
+/* The depthwise op keeps the centred quantized input (q - zp) as float: exact small integers. */
+static size_t qdw_in_bytes(const xk_conv_shape *s) { return xk_align_up(s->n * s->h * s->w * s->c * sizeof(float)); }
+
 size_t xk_qdwconv2d_workspace_size(const xk_conv_shape *s) {
   if (xk_conv_check(s, "xk_qdwconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
-  return qin_bytes(s);
+  return qdw_in_bytes(s);
 }
 
 typedef struct qdwjob {
   const xk_conv_shape *s;
   size_t oh, ow, mult;
   const int8_t *w;
-  const int16_t *qin;
+  const float *qin;
   const xk_output *o;
   float *out;
   size_t ldc;
+  int avx2;
 } qdwjob;
 
+/* One output row (b, oy): blocks of QDWB channels accumulated in float (exact: integers below
+ * 2^24), taps in (ky, kx) order; the output stage runs once over the whole row. */
+#define QDWB 16
 static void qdw_task(void *ctx, size_t t) {
   const qdwjob *j = (const qdwjob *)ctx;
   const xk_conv_shape *s = j->s;
   const size_t oc = s->oc, c = s->c, m = j->mult, b = t / j->oh, oy = t % j->oh;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
-  long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
-  for (size_t ox = 0; ox < j->ow; ox++) {
-    long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
-    float *y = j->out + ((b * j->oh + oy) * j->ow + ox) * j->ldc;
-    for (size_t ch = 0; ch < oc; ch++) y[ch] = 0.0f;
-    for (size_t ky = 0; ky < s->kh; ky++) {
-      long iy = iy0 + (long)ky * dh;
-      if (iy < 0 || iy >= (long)s->h) continue;
-      for (size_t kx = 0; kx < s->kw; kx++) {
-        long ix = ix0 + (long)kx * dw;
-        if (ix < 0 || ix >= (long)s->w) continue;
-        const int16_t *x = j->qin + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * c;
-        const int8_t *wt = j->w + (ky * s->kw + kx) * oc;
-        for (size_t ch = 0; ch < oc; ch++) y[ch] += (float)((int32_t)x[ch / m] * (int32_t)wt[ch]);
-      }
-    }
-    xk_output_apply(j->o, y, 0, oc);
+  const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t;
+  float *yrow = j->out + (b * j->oh + oy) * j->ow * j->ldc;
+#ifdef XK_HAVE_AVX2
+  if (j->avx2 && m == 1) {
+    xk_dw_row r = {j->qin + b * s->h * s->w * c, s->h, s->w, c, NULL, j->w, s->kh, s->kw, s->stride_w,
+                   (size_t)dh, (size_t)dw, iy0, (long)s->pad_l, j->ow, yrow, j->ldc};
+    xk_dw_row_avx2(&r);
+    xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);
+    return;
   }
+#endif
+  for (size_t ox = 0; ox < j->ow; ox++) {
+    const long ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+    float *y = yrow + ox * j->ldc;
+    for (size_t c0 = 0; c0 < oc; c0 += QDWB) {
+      const size_t nb = oc - c0 < QDWB ? oc - c0 : QDWB;
+      float acc[QDWB] = {0};
+      for (size_t ky = 0; ky < s->kh; ky++) {
+        const long iy = iy0 + (long)ky * dh;
+        if (iy < 0 || iy >= (long)s->h) continue;
+        const float *xr = j->qin + (b * s->h + (size_t)iy) * s->w * c;
+        for (size_t kx = 0; kx < s->kw; kx++) {
+          const long ix = ix0 + (long)kx * dw;
+          if (ix < 0 || ix >= (long)s->w) continue;
+          const float *x = xr + (size_t)ix * c;
+          const int8_t *wt = j->w + (ky * s->kw + kx) * oc + c0;
+          if (m == 1 && nb == QDWB) {
+            for (size_t q = 0; q < QDWB; q++) acc[q] += x[c0 + q] * (float)wt[q];
+          } else if (m == 1) {
+            for (size_t q = 0; q < nb; q++) acc[q] += x[c0 + q] * (float)wt[q];
+          } else {
+            for (size_t q = 0; q < nb; q++) acc[q] += x[(c0 + q) / m] * (float)wt[q];
+          }
+        }
+      }
+      memcpy(y + c0, acc, nb * sizeof(float));
+    }
+  }
+  xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);
 }
 
 xk_status xk_qdwconv2d_run(const xk_conv_shape *s, const int8_t *w, const float *in, xk_quant q, const xk_output *o,
@@ -380,14 +429,15 @@ xk_status xk_qdwconv2d_run(const xk_conv_shape *s, const int8_t *w, const float 
   if (!w) return xk_fail(XK_ERR_ARGUMENT, "%s: null weights", op);
   if ((st = common_checks(in, out, o, s->oc, ldc, q, op)) != XK_OK) return st;
   if (o->kind != XK_OUT_FLOAT) return xk_fail(XK_ERR_ARGUMENT, "%s: only float output is supported", op);
-  size_t qb = qin_bytes(s);
+  size_t qb = qdw_in_bytes(s);
   if (!ws || ws_size < qb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, qb);
   if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
-  int16_t *qin = (int16_t *)ws;
+  float *qin = (float *)ws;
   const float inv = 1.0f / q.scale;
   const size_t count = s->n * s->h * s->w * s->c;
-  for (size_t i = 0; i < count; i++) qin[i] = quant_centered(in[i], inv, q.zero_point);
-  qdwjob j = {s, oh, ow, s->oc / s->c, w, qin, o, out, ldc};
+  const float zpf = (float)q.zero_point;
+  quantize_all(in, count, inv, zpf, qin, NULL);
+  qdwjob j = {s, oh, ow, s->oc / s->c, w, qin, o, out, ldc, xk_use_avx2()};
   size_t ntasks = s->n * oh;
   if (s->n * oh * ow * s->oc * s->kh * s->kw < SERIAL_OPS) {
     for (size_t t = 0; t < ntasks; t++) qdw_task(&j, t);

@@ -1,6 +1,7 @@
 /* AVX2 + FMA float GEMM micro-kernel (x86-64): MR=6 rows x NR=16 columns held in 12 ymm
  * accumulators; per k step 2 panel loads, 6 broadcasts and 12 FMAs. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "fgemm.h"
 
@@ -32,3 +33,147 @@ static void ukernel(size_t mr, size_t k, const float *a, size_t lda, const float
 }
 
 const xk_fgemm_desc xk_fgemm_avx2 = {XK_ISA_AVX2, MR, NR, ukernel};
+
+/* ------------------------------------------------------------------ row kernels of the depthwise
+ * convolution, pooling and int8 input quantization (fgemm.h): 8 channels per ymm, up to 4 ymm
+ * accumulators (32 channels) per pass over the window; channel tails masked. */
+
+static inline __m256i tail_mask(size_t n) { /* lanes < n set, n in [0, 8] */
+  static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
+}
+
+static inline __m256 load_w(const xk_dw_row *r, size_t off, size_t n, __m256i mask) {
+  if (r->wf) return n == 8 ? _mm256_loadu_ps(r->wf + off) : _mm256_maskload_ps(r->wf + off, mask);
+  int64_t v = 0;
+  memcpy(&v, r->wq + off, n); /* never past the weights */
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
+}
+
+void xk_dw_row_avx2(const xk_dw_row *r) {
+  const size_t c = r->c, kh = r->kh, kw = r->kw;
+  const long dh = (long)r->dil_h, dw = (long)r->dil_w;
+  for (size_t ox = 0; ox < r->ow; ox++) {
+    const long ix0 = (long)(ox * r->stride_w) - r->pad_l;
+    float *y = r->y + ox * r->ldy;
+    for (size_t c0 = 0; c0 < c; c0 += 32) {
+      const size_t nb = c - c0 < 32 ? c - c0 : 32, nv = (nb + 7) / 8;
+      const __m256i mlast = tail_mask(nb - (nv - 1) * 8);
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (size_t ky = 0; ky < kh; ky++) {
+        const long iy = r->iy0 + (long)ky * dh;
+        if (iy < 0 || iy >= (long)r->h) continue;
+        const float *xr = r->in + (size_t)iy * r->w * c + c0;
+        for (size_t kx = 0; kx < kw; kx++) {
+          const long ix = ix0 + (long)kx * dw;
+          if (ix < 0 || ix >= (long)r->w) continue;
+          const float *x = xr + (size_t)ix * c;
+          const size_t wo = (ky * kw + kx) * c + c0;
+          if (nb == 32) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), load_w(r, wo, 8, mlast), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), load_w(r, wo + 8, 8, mlast), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), load_w(r, wo + 16, 8, mlast), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), load_w(r, wo + 24, 8, mlast), a3);
+          } else if (nb == 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), load_w(r, wo, 8, mlast), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), load_w(r, wo + 8, 8, mlast), a1);
+          } else {
+            __m256 *acc[4] = {&a0, &a1, &a2, &a3};
+            for (size_t v = 0; v < nv; v++) {
+              const size_t n = v + 1 < nv ? 8 : nb - v * 8;
+              const __m256i m = n == 8 ? _mm256_set1_epi32(-1) : mlast;
+              __m256 xv = _mm256_maskload_ps(x + v * 8, m);
+              *acc[v] = _mm256_fmadd_ps(xv, load_w(r, wo + v * 8, n, m), *acc[v]);
+            }
+          }
+        }
+      }
+      const __m256 out[4] = {a0, a1, a2, a3};
+      for (size_t v = 0; v < nv; v++) {
+        if (v + 1 < nv || nb - v * 8 == 8) _mm256_storeu_ps(y + c0 + v * 8, out[v]);
+        else _mm256_maskstore_ps(y + c0 + v * 8, mlast, out[v]);
+      }
+    }
+  }
+}
+
+void xk_pool_row_avx2(const xk_pool_row *r) {
+  const size_t c = r->c;
+  for (size_t ox = 0; ox < r->ow; ox++) {
+    const long ix0 = (long)(ox * r->stride_w) - r->pad_l;
+    const long xlo = ix0 < 0 ? 0 : ix0, xhi = ix0 + (long)r->kw > (long)r->w ? (long)r->w : ix0 + (long)r->kw;
+    float *y = r->y + ox * c;
+    __m256 div = _mm256_set1_ps(1.0f);
+    if (r->avg) {
+      long cnt;
+      if (r->include_pad) {
+        long ey1 = r->iy0 + r->kh, ex1 = ix0 + (long)r->kw;
+        const long hmax = (long)r->h + r->pad_b, wmax = (long)r->w + r->pad_r;
+        if (ey1 > hmax) ey1 = hmax;
+        if (ex1 > wmax) ex1 = wmax;
+        cnt = (ey1 - r->iy0) * (ex1 - ix0);
+      } else {
+        cnt = (r->yhi - r->ylo) * (xhi - xlo);
+      }
+      div = _mm256_set1_ps((float)cnt);
+    }
+    for (size_t c0 = 0; c0 < c; c0 += 8) {
+      const size_t n = c - c0 < 8 ? c - c0 : 8;
+      const __m256i m = tail_mask(n);
+      const float *base = r->in + c0;
+      const float *x0 = base + ((size_t)r->ylo * r->w + (size_t)xlo) * c;
+      __m256 acc = n == 8 ? _mm256_loadu_ps(x0) : _mm256_maskload_ps(x0, m); /* AMD: masked ops only in tails */
+      for (long iy = r->ylo; iy < r->yhi; iy++)
+        for (long ix = iy == r->ylo ? xlo + 1 : xlo; ix < xhi; ix++) {
+          const float *xp = base + ((size_t)iy * r->w + (size_t)ix) * c;
+          const __m256 v = n == 8 ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, m);
+          if (r->avg) {
+            acc = _mm256_add_ps(acc, v);
+          } else {
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            acc = _mm256_blendv_ps(acc, v, take);
+          }
+        }
+      if (r->avg) acc = _mm256_div_ps(acc, div);
+      if (n == 8) _mm256_storeu_ps(y + c0, acc);
+      else _mm256_maskstore_ps(y + c0, m, acc);
+    }
+  }
+}
+
+/* q - zp for q = clamp(round_half_even(x * inv) + zp, -128, 127), as float (f) or int16 (h):
+ * max(v, -512) maps NaN to -512 (maxps returns its second operand when either is NaN), then
+ * the same steps as the portable quantizer of csrc/ops/qconv.c, so the results are identical. */
+void xk_quantize_centered_avx2(const float *x, size_t n, float inv, float zpf, float *f, int16_t *h) {
+  const __m256 vinv = _mm256_set1_ps(inv), zp = _mm256_set1_ps(zpf);
+  const __m256 lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f);
+  const __m256 qlo = _mm256_set1_ps(-128.0f), qhi = _mm256_set1_ps(127.0f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv), lo);
+    v = _mm256_min_ps(v, hi);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm256_add_ps(v, zp);
+    v = _mm256_min_ps(_mm256_max_ps(v, qlo), qhi);
+    v = _mm256_sub_ps(v, zp);
+    if (f) {
+      _mm256_storeu_ps(f + i, v);
+    } else {
+      const __m256i q = _mm256_cvtps_epi32(v);
+      const __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      _mm_storeu_si128((__m128i *)(h + i), p);
+    }
+  }
+  for (; i < n; i++) { /* tail: the scalar steps */
+    float v = x[i] * inv;
+    v = v >= -512.0f ? v : -512.0f;
+    v = v <= 512.0f ? v : 512.0f;
+    v = (v + 12582912.0f) - 12582912.0f;
+    v = v + zpf;
+    v = v >= -128.0f ? v : -128.0f;
+    v = v <= 127.0f ? v : 127.0f;
+    v = v - zpf;
+    if (f) f[i] = v;
+    else h[i] = (int16_t)v;
+  }
+}

@@ -40,6 +40,46 @@ extern const xk_fgemm_desc xk_fgemm_avx2;
 extern const xk_qgemm_desc xk_qgemm_avx2;
 #endif
 
+/* Row kernels of the non-GEMM float ops (csrc/ops/fconv.c depthwise, csrc/ops/qconv.c int8
+ * depthwise, csrc/ops/elementwise.c pools): one output row (b, oy) of an NHWC tensor, channels in
+ * vector lanes. One file per ISA; the portable loops of the op files are the scalar path.
+ *
+ * dw:   y[ox][ch] = sum over the window's taps inside the input, in (ky, kx) order, of
+ *       x[iy][ix][ch] * w[ky][kx][ch] (channel multiplier 1). w is float (wf) or int8 (wq); with
+ *       int8 weights x holds exact small integers and every partial sum is an integer below
+ *       2^24, so the float accumulation is exact. Then the float output stage (caller).
+ * pool: max (NaN propagates) or sum in row-major tap order starting from the first tap, then
+ *       divided by the count (avg); the window clipped to the input. */
+typedef struct xk_dw_row {
+  const float *in;      /* image b, [h][w][c] */
+  size_t h, w, c;
+  const float *wf;      /* [kh][kw][c] float weights, or NULL */
+  const int8_t *wq;     /* [kh][kw][c] int8 weights when wf is NULL */
+  size_t kh, kw, stride_w, dil_h, dil_w;
+  long iy0, pad_l;      /* input row of ky = 0; left padding */
+  size_t ow;
+  float *y;             /* output row, pixel stride ldy */
+  size_t ldy;
+} xk_dw_row;
+
+typedef struct xk_pool_row {
+  const float *in;      /* image b, [h][w][c] */
+  size_t h, w, c;
+  size_t kw, stride_w;
+  long ylo, yhi, pad_l; /* rows [ylo, yhi) of the window, clipped */
+  long pad_r, include_pad, iy0, kh, pad_b; /* avg count rule */
+  int avg;
+  size_t ow;
+  float *y;             /* output row, pixel stride c */
+} xk_pool_row;
+
+#ifdef XK_HAVE_AVX2
+void xk_dw_row_avx2(const xk_dw_row *r);
+void xk_pool_row_avx2(const xk_pool_row *r);
+/* The int8 ops' input quantizer (csrc/ops/qconv.c): q - zp into f (float) or, when f is NULL, h. */
+void xk_quantize_centered_avx2(const float *x, size_t n, float inv, float zpf, float *f, int16_t *h);
+#endif
+
 #define XK_FGEMM_MAX_MR 8
 #define XK_FGEMM_MAX_NR 16
 
