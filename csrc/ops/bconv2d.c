@@ -24,6 +24,10 @@
  */
 #include "ops_internal.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define MC 64      /* rows per GEMM task */
 #define GROUP 64   /* output channels per GEMM task: one 64-bit word of packed output */
 #define MAX_MR 8
@@ -224,7 +228,7 @@ xk_status xk_bconv2d_pack(const xk_conv_shape *s, xk_pad_value pad, const xk_bwe
 /* ------------------------------------------------------------------ GEMM with fused output stage */
 typedef struct bjob {
   const xk_bgemm_ukernel_desc *d;
-  size_t m, n, kwords, lda_w, mtiles;
+  size_t m, n, kwords, lda_w, mtiles, mtiles_rows;
   const uint64_t *a;
   const uint8_t *blocks;
   size_t block_bytes;
@@ -236,9 +240,31 @@ typedef struct bjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
+  /* implicit im2col (split_a kernels, whole-word taps): rows are gathered from the input */
+  const xk_conv_shape *s;
+  const uint64_t *in;
+  xk_pad_value pad;
+  size_t cw;
 } bjob;
 
-static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols, const uint32_t q[MAX_MR][GROUP]) {
+/* Packed-bits output of one row: bit c = (dot[c] < t[c]) XOR flip bit c. */
+static uint64_t threshold_word(const int32_t *dot, const int32_t *t, size_t ncols, uint64_t flip) {
+  uint64_t word = 0;
+  size_t c = 0;
+#if defined(__SSE2__)
+  for (; c + 8 <= ncols; c += 8) {
+    __m128i lo = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c)), _mm_loadu_si128((const __m128i *)(t + c)));
+    __m128i hi = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c + 4)),
+                                 _mm_loadu_si128((const __m128i *)(t + c + 4)));
+    word |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_packs_epi32(lo, hi), _mm_setzero_si128())) << c;
+  }
+#endif
+  for (; c < ncols; c++) word |= (uint64_t)(dot[c] < t[c]) << c;
+  return word ^ flip;
+}
+
+static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols, const uint32_t q[MAX_MR][GROUP],
+                     uint64_t flip) {
   const xk_output *o = j->o;
   for (size_t r = 0; r < mr; r++) {
     size_t row = i + r;
@@ -249,7 +275,7 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
     if (j->base) {
       size_t pix = row % (j->oh * j->ow);
       const int32_t *b = j->base + ((size_t)j->ycls[pix / j->ow] * j->nxc + j->xcls[pix % j->ow]) * j->n + col0;
-      for (size_t c = 0; c < ncols; c++) dot[c] = b[c] - 2 * ((int32_t)qr[c] - corr);
+      for (size_t c = 0; c < ncols; c++) dot[c] = b[c] + 2 * corr - 2 * (int32_t)qr[c];
     } else {
       const int32_t k = j->kfull + 2 * corr;
       for (size_t c = 0; c < ncols; c++) dot[c] = k - 2 * (int32_t)qr[c];
@@ -263,14 +289,7 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
         break;
       }
       case XK_OUT_BITS: {
-        uint64_t word = 0;
-        const int32_t *t = o->threshold + col0;
-        if (o->flip) {
-          const uint8_t *f = o->flip + col0;
-          for (size_t c = 0; c < ncols; c++) word |= (uint64_t)((dot[c] < t[c]) ^ (f[c] & 1)) << c;
-        } else {
-          for (size_t c = 0; c < ncols; c++) word |= (uint64_t)(dot[c] < t[c]) << c;
-        }
+        uint64_t word = threshold_word(dot, o->threshold + col0, ncols, flip);
         memcpy(j->c + row * j->ldc + (col0 / 64) * 8, &word, 8);
         break;
       }
@@ -285,6 +304,9 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
+  uint64_t flip = 0;
+  if (j->o->kind == XK_OUT_BITS && j->o->flip)
+    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
   /* kernels reading transformed A rows (split_a): MR rows at a time into this scratch */
   uint64_t split[SPLIT_SCRATCH_WORDS];
   const size_t xw = j->kwords * (d->a_expand ? d->a_expand : 1);
@@ -299,11 +321,84 @@ static void gemm_task(void *ctx, size_t t) {
     }
     for (size_t c = 0; c < ncols; c += d->nr)
       d->ukernel(mr, j->kwords, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
-    epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q);
+    epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip);
+  }
+}
+
+/* im2col row r of a convolution whose taps are whole words (C % 64 == 0), in the kernel's
+ * split layout, copied from the input split once per call (j->in: 2 words per input word):
+ * taps are 16-byte units, and a run of kx taps inside the image (stride 1) is one copy. */
+static void gather_split_row(const bjob *j, size_t r, uint64_t *dst) {
+  const xk_conv_shape *s = j->s;
+  const size_t cw2 = 2 * j->cw, hw = j->oh * j->ow;
+  const size_t b = r / hw, oy = (r % hw) / j->ow, ox = r % j->ow;
+  const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  const uint64_t fill = j->pad == XK_PAD_MINUS ? UINT64_C(0x0f0f0f0f0f0f0f0f) : 0;
+  const int run = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w; /* all kx taps inside */
+  for (size_t ky = 0; ky < s->kh; ky++) {
+    const long iy = iy0 + (long)ky * dh;
+    const uint64_t *row = j->in + (b * s->h + (size_t)(iy < 0 ? 0 : iy)) * s->w * cw2;
+    if (iy < 0 || iy >= (long)s->h) {
+      for (size_t w = 0; w < s->kw * cw2; w++) dst[w] = fill;
+      dst += s->kw * cw2;
+      continue;
+    }
+    if (run) {
+      memcpy(dst, row + (size_t)ix0 * cw2, s->kw * cw2 * 8);
+      dst += s->kw * cw2;
+      continue;
+    }
+    for (size_t kx = 0; kx < s->kw; kx++, dst += cw2) {
+      const long ix = ix0 + (long)kx * dw;
+      if (ix >= 0 && ix < (long)s->w) memcpy(dst, row + (size_t)ix * cw2, cw2 * 8);
+      else for (size_t w = 0; w < cw2; w++) dst[w] = fill;
+    }
+  }
+}
+
+/* split_a kernels: a task is a block of rows across all output channels, so each row is
+ * gathered / split once and reused by every column block. */
+static void rows_task(void *ctx, size_t t) {
+  const bjob *j = (const bjob *)ctx;
+  const xk_bgemm_ukernel_desc *d = j->d;
+  const size_t mc = j->mtiles_rows;
+  size_t i0 = t * mc, i1 = i0 + mc < j->m ? i0 + mc : j->m;
+  uint32_t q[MAX_MR][GROUP];
+  uint64_t split[SPLIT_SCRATCH_WORDS];
+  const size_t xw = j->kwords * d->a_expand;
+  for (size_t i = i0; i < i1; i += d->mr) {
+    size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
+    for (size_t r = 0; r < mr; r++) {
+      if (j->in) gather_split_row(j, i + r, split + r * xw);
+      else d->split_a(j->a + (i + r) * j->lda_w, j->kwords, split + r * xw);
+    }
+    for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
+      size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+      uint64_t flip = 0;
+      if (j->o->kind == XK_OUT_BITS && j->o->flip)
+        for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
+      for (size_t c = 0; c < ncols; c += d->nr)
+        d->ukernel(mr, j->kwords, split, xw, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
+      epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip);
+    }
   }
 }
 
 static void run_gemm(bjob *j) {
+  if (j->d->split_a) {
+    /* rows per task: a multiple of MR, up to MC, small enough for 4 tasks per thread */
+    size_t nt = (size_t)xk_get_num_threads() * 4, mc = xk_round_up(xk_div_up(j->m, nt), j->d->mr);
+    j->mtiles_rows = mc < MC ? mc : MC;
+    size_t ntasks = xk_div_up(j->m, j->mtiles_rows);
+    if (j->m * j->n * j->kwords < SERIAL_WORK) {
+      for (size_t t = 0; t < ntasks; t++) rows_task(j, t);
+    } else {
+      xk_parallel_for(ntasks, rows_task, j);
+    }
+    xk_note_isa(j->d->isa);
+    return;
+  }
   j->mtiles = xk_div_up(j->m, MC);
   size_t ntasks = j->mtiles * xk_div_up(j->n, GROUP);
   if (j->m * j->n * j->kwords < SERIAL_WORK) {
@@ -331,8 +426,9 @@ static void im2col_task(void *ctx, size_t t) {
   const uint64_t tail = xk_tail_mask(s->c);
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
   size_t r1 = (t + 1) * j->rows_per_task < j->m ? (t + 1) * j->rows_per_task : j->m;
-  for (size_t r = t * j->rows_per_task; r < r1; r++) {
-    size_t b = r / (oh * ow), pix = r % (oh * ow), oy = pix / ow, ox = pix % ow;
+  size_t r = t * j->rows_per_task;
+  size_t b = r / (oh * ow), oy = (r % (oh * ow)) / ow, ox = r % ow; /* then stepped, no division per row */
+  for (; r < r1; r++, ++ox == ow ? (ox = 0, ++oy == oh ? (oy = 0, b++) : 0) : 0) {
     long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     uint64_t *dst = j->a + r * j->L->kwords;
     if (s->c % 64 == 0) { /* whole-word taps */
@@ -379,11 +475,20 @@ static int direct_input(const xk_conv_shape *s) {
          !s->pad_r;
 }
 
+/* Convolutions whose im2col rows are gathered inside the GEMM tasks (split_a kernels, taps of
+ * whole words): the workspace holds the split input instead of the im2col matrix. */
+static int implicit_im2col(const xk_conv_shape *s, const xk_bgemm_ukernel_desc *d) {
+  return d->split_a && d->a_expand == 2 && s->c % 64 == 0 && !direct_input(s);
+}
+
 size_t xk_bconv2d_workspace_size(const xk_conv_shape *s) {
   size_t oh, ow;
   if (!s || xk_conv_out_size(s, &oh, &ow) != XK_OK) return 0;
   if (direct_input(s)) return 0;
-  return xk_align_up(s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8);
+  /* either layout (the kernel family is chosen per ISA at packing time) */
+  size_t im2col = s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8;
+  size_t split = s->n * s->h * s->w * xk_div_up(s->c, 64) * 16;
+  return xk_align_up(im2col > split ? im2col : split);
 }
 
 static xk_status unpack_layout(const xk_conv_shape *s, const void *packed, size_t packed_size, blayout *L,
@@ -436,6 +541,16 @@ xk_status xk_bconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   if (direct_input(s)) {
     j.a = (const uint64_t *)in;
     j.a_pad_mask = ~xk_tail_mask(s->c);
+  } else if (implicit_im2col(s, L.d)) { /* im2col inside the GEMM tasks, from the split input */
+    uint64_t *xs = (uint64_t *)ws;
+    const size_t words = s->n * s->h * s->w * L.cw;
+    L.d->split_a((const uint64_t *)in, words, xs);
+    j.s = s;
+    j.in = xs;
+    j.pad = pad;
+    j.cw = L.cw;
+    j.oh = L.oh;
+    j.ow = L.ow;
   } else {
     ijob ij = {s, &L, pad, (const uint64_t *)in, (uint64_t *)ws, m, 0};
     size_t ntasks = m * L.kwords < SERIAL_WORK ? 1 : (size_t)xk_get_num_threads() * 4;

@@ -1,7 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 /* Binary convolution micro-benchmark: the 3x3 layer shapes of Bi-Real Net / QuickNet at 224x224
  * input, batch 1, float output (scale + bias) and packed-bits output, calling-thread CPU time.
- *   bench_bconv [threads] [reps] */
+ *   bench_bconv [threads] [reps] [shape index] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,9 @@ int main(int argc, char **argv) {
   xk_set_num_threads(threads);
   static const size_t shapes[][4] = {{56, 64, 64, 1}, {28, 128, 128, 1}, {14, 256, 256, 1}, {7, 512, 512, 1},
                                      {56, 64, 128, 2}, {28, 128, 256, 2}};
+  const int only = argc > 3 ? atoi(argv[3]) : -1;
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+    if (only >= 0 && (size_t)only != si) continue;
     size_t hw = shapes[si][0], c = shapes[si][1], oc = shapes[si][2], st = shapes[si][3];
     xk_conv_shape s = {1, hw, hw, c, oc, 3, 3, st, st, 1, 1, 1, 1, 1, 1};
     size_t oh, ow;

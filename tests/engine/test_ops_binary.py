@@ -57,6 +57,9 @@ SHAPES = [
     (2, 4, 4, 8, 9, 4, 4, (1, 1), (2, 1, 1, 2), (1, 1)),  # asymmetric ("same" with even kernel)
     (1, 1, 1, 3, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # every output position is a border
     (1, 13, 13, 200, 65, 3, 3, (2, 2), (0, 0, 0, 0), (1, 1)),  # valid, no correction
+    # whole-word taps (C % 64 == 0): the AVX2 column-lane kernel gathers im2col rows itself
+    (2, 6, 5, 128, 67, 3, 3, (2, 1), (1, 0, 1, 1), (1, 2)),
+    (1, 7, 9, 192, 5, 3, 2, (1, 1), (0, 1, 2, 0), (2, 1)),
 ]
 
 
@@ -145,7 +148,7 @@ def test_bconv2d_ignores_input_padding_bits():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
-    c=st.sampled_from([1, 2, 7, 63, 64, 65, 127, 129]), oc=st.sampled_from([1, 3, 63, 64, 65, 130]),
+    c=st.sampled_from([1, 2, 7, 63, 64, 65, 127, 128, 129, 192]), oc=st.sampled_from([1, 3, 63, 64, 65, 130]),
     kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
     dil=st.integers(1, 2), pad_value=st.sampled_from([0, 1, -1]), seed=st.integers(0, 2**31),
     pads=st.tuples(*[st.integers(0, 3)] * 4),
