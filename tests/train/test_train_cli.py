@@ -86,6 +86,11 @@ def test_bad_input_gives_clear_errors(tmp_path, data_root):
     assert res.exit_code != 0 and "unknown model 'no_such_model'" in res.output
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
     assert res.exit_code != 0 and "no model.pt or checkpoint.pt" in res.output
+    # seed 000's --xnor needs the GPU kernels: on the CPU it is refused before any run directory
+    res = CliRunner().invoke(main, ["train", "binarynet_mlp", "--dataset", "mnist", "--xnor",
+                                    "--data-dir", str(data_root), "--log-dir", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--xnor" in res.output and "CUDA device" in res.output
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
 def test_parse_duration():

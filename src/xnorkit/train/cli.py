@@ -22,6 +22,7 @@ Examples:
       --device cuda --resume --time-limit 9m
   xnorkit train binarynet_mlp --dataset mnist --hparams "epochs=5,learning_rate=1e-3"
   xnorkit train binarynet_mlp --dataset mnist --binary --batch_norm --n_hidden 1024 --lr 1e-3
+  xnorkit train binarynet_mlp --dataset mnist --device cuda --xnor   (packed-bit GPU forward)
   torchrun --nproc_per_node 2 -m xnorkit.cli train ...      (data-parallel)
   xnorkit evaluate runs/binarynet_mlp-mnist-ours-1
 """
@@ -118,12 +119,15 @@ def _print_config(cfg, run_name: str) -> None:
               help="Write TensorBoard events into the run directory.")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Download missing dataset files (checksum-verified).")
+@click.option("--xnor", is_flag=True,
+              help="Seed 000 flag: binary layers' forward pass on the packed-bit GPU kernels "
+                   "(needs --device cuda and Triton; same results as the float simulation).")
 @click.option("--debug", is_flag=True, help="Seed 000 flag: autograd anomaly detection, full tracebacks.")
 @click.option("--list-hparams", is_flag=True, help="List MODEL's hyperparameter sets and exit.")
 def train(model, dataset, hparams_set, hparams, epochs, batch_size, lr, reg, binary, batch_norm,
           n_hidden, log_dir, run_dir, resume, device, data_dir, seed, max_steps, time_limit,
           eval_every, log_every, histogram_every, checkpoint_every, train_subset, test_subset,
-          threads, progress, tensorboard, download, debug, list_hparams):
+          threads, progress, tensorboard, download, xnor, debug, list_hparams):
     """Train MODEL on a dataset and record the run.
 
     Each run gets a directory <log-dir>/<model>-<dataset>-<set>[-overrides]-<N> with
@@ -171,7 +175,7 @@ def train(model, dataset, hparams_set, hparams, epochs, batch_size, lr, reg, bin
                         log_every=log_every, histogram_every=histogram_every,
                         checkpoint_every=parse_duration(checkpoint_every) or 0.0,
                         train_subset=train_subset, test_subset=test_subset, progress=progress,
-                        tensorboard=tensorboard, threads=threads, download=download)
+                        tensorboard=tensorboard, threads=threads, download=download, xnor=xnor)
         if int(os.environ.get("RANK", "0")) == 0:
             _print_config(cfg, cfg.name())
         metrics = fit(cfg)

@@ -98,6 +98,9 @@ class RunConfig:
         tensorboard: write TensorBoard events.
         threads: ``torch.set_num_threads`` value (None: torch's default).
         download: download missing dataset files.
+        xnor: compute the forward pass of binary layers with the packed-bit GPU kernels
+            (seed 000's ``--xnor``; :func:`xnorkit.kernels.gpu.use_binary_kernels`). Needs a
+            CUDA device and Triton; the results equal the float simulation.
     """
 
     model: str
@@ -123,6 +126,7 @@ class RunConfig:
     tensorboard: bool = True
     threads: int | None = None
     download: bool = True
+    xnor: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -608,4 +612,15 @@ def fit(cfg: RunConfig, model_factory: ModelFactory | None = None) -> dict:
         model_factory: build the model with this instead of ``get_model(cfg.model, ...)``
             (library use with custom models; the name is then only a label).
     """
-    return _Trainer(cfg, model_factory).run()
+    if not cfg.xnor:
+        return _Trainer(cfg, model_factory).run()
+    from xnorkit.kernels.gpu import unavailable_reason, use_binary_kernels
+
+    if not str(cfg.device).startswith("cuda"):
+        raise ValueError(f"xnor (--xnor) needs a CUDA device: the packed-bit kernels run on NVIDIA GPUs "
+                         f"(device is {cfg.device!r}; use --device cuda)")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise ValueError(f"xnor (--xnor): the binary GPU kernels cannot run here: {reason}")
+    with use_binary_kernels(True):
+        return _Trainer(cfg, model_factory).run()
