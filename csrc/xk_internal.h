@@ -69,11 +69,9 @@ typedef struct xk_bgemm_ukernel_desc {
    * agree; see xk_ukernel_for_k). */
   const struct xk_bgemm_ukernel_desc *small_k;
   size_t small_k_max_kwords;
-  /* split_a (NULL: none): the micro-kernel reads A rows transformed by split_a(row, kw, out),
-   * a_expand words per input word; the caller transforms MR rows at a time into a scratch
-   * buffer and passes lda_words = kw * a_expand. */
-  void (*split_a)(const uint64_t *a, size_t kw, uint64_t *out);
-  size_t a_expand;
+  /* Convolutions with whole-word taps (C % 64 == 0) gather their im2col rows inside the GEMM
+   * tasks (MR rows at a time into a scratch buffer) instead of materializing im2col. */
+  int implicit_im2col;
 } xk_bgemm_ukernel_desc;
 
 /* A rows of up to this many words take the AVX2 column-lane kernel in conv / dense ops. */

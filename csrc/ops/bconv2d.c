@@ -32,8 +32,8 @@
 #define GROUP 64   /* output channels per GEMM task: one 64-bit word of packed output */
 #define MAX_MR 8
 #define SERIAL_WORK ((size_t)1 << 15) /* word pairs below which an op stays on one thread */
-#define SPLIT_SCRATCH_WORDS 4096 /* 32 KiB: MR rows of a split_a kernel */
-_Static_assert(4 * 2 * XK_AVX2_LANES_MAX_KWORDS <= SPLIT_SCRATCH_WORDS, "split scratch too small for the AVX2 lane kernel");
+#define ROWS_SCRATCH_WORDS 4096 /* 32 KiB: MR gathered im2col rows (implicit_im2col kernels) */
+_Static_assert(4 * XK_AVX2_LANES_MAX_KWORDS <= ROWS_SCRATCH_WORDS, "row scratch too small for the AVX2 lane kernel");
 
 /* ------------------------------------------------------------------ bit helpers */
 /* Read nbits (<= 64) bits at bit offset pos of a little-endian bit stream, reading only the
@@ -240,7 +240,7 @@ typedef struct bjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
-  /* implicit im2col (split_a kernels, whole-word taps): rows are gathered from the input */
+  /* implicit im2col (whole-word taps): rows are gathered from the input in the tasks */
   const xk_conv_shape *s;
   const uint64_t *in;
   xk_pad_value pad;
@@ -263,9 +263,30 @@ static uint64_t threshold_word(const int32_t *dot, const int32_t *t, size_t ncol
   return word ^ flip;
 }
 
+/* Output position of a GEMM row (batch, y, x), stepped row by row without division. */
+typedef struct rowpos {
+  size_t b, y, x;
+} rowpos;
+
+static rowpos rowpos_of(const bjob *j, size_t row) {
+  size_t hw = j->oh * j->ow;
+  rowpos p = {row / hw, (row % hw) / j->ow, row % j->ow};
+  return p;
+}
+
+static void rowpos_next(const bjob *j, rowpos *p) {
+  if (++p->x == j->ow) {
+    p->x = 0;
+    if (++p->y == j->oh) p->y = 0, p->b++;
+  }
+}
+
+/* pos: the position of row i (pad-0 table lookups; NULL: computed here) */
 static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols, const uint32_t q[MAX_MR][GROUP],
-                     uint64_t flip) {
+                     uint64_t flip, const rowpos *pos) {
   const xk_output *o = j->o;
+  rowpos p = {0, 0, 0};
+  if (j->base) p = pos ? *pos : rowpos_of(j, i);
   for (size_t r = 0; r < mr; r++) {
     size_t row = i + r;
     int32_t corr = 0;
@@ -273,9 +294,9 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
     int32_t dot[GROUP];
     const uint32_t *qr = q[r];
     if (j->base) {
-      size_t pix = row % (j->oh * j->ow);
-      const int32_t *b = j->base + ((size_t)j->ycls[pix / j->ow] * j->nxc + j->xcls[pix % j->ow]) * j->n + col0;
+      const int32_t *b = j->base + ((size_t)j->ycls[p.y] * j->nxc + j->xcls[p.x]) * j->n + col0;
       for (size_t c = 0; c < ncols; c++) dot[c] = b[c] + 2 * corr - 2 * (int32_t)qr[c];
+      rowpos_next(j, &p);
     } else {
       const int32_t k = j->kfull + 2 * corr;
       for (size_t c = 0; c < ncols; c++) dot[c] = k - 2 * (int32_t)qr[c];
@@ -307,34 +328,24 @@ static void gemm_task(void *ctx, size_t t) {
   uint64_t flip = 0;
   if (j->o->kind == XK_OUT_BITS && j->o->flip)
     for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
-  /* kernels reading transformed A rows (split_a): MR rows at a time into this scratch */
-  uint64_t split[SPLIT_SCRATCH_WORDS];
-  const size_t xw = j->kwords * (d->a_expand ? d->a_expand : 1);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
-    const uint64_t *a = j->a + i * j->lda_w;
-    size_t lda = j->lda_w;
-    if (d->split_a) {
-      for (size_t r = 0; r < mr; r++) d->split_a(a + r * j->lda_w, j->kwords, split + r * xw);
-      a = split;
-      lda = xw;
-    }
     for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kwords, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
-    epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip);
+      d->ukernel(mr, j->kwords, j->a + i * j->lda_w, j->lda_w, j->blocks + ((col0 + c) / d->nr) * j->block_bytes,
+                 &q[0][c], GROUP);
+    epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, NULL);
   }
 }
 
-/* im2col row r of a convolution whose taps are whole words (C % 64 == 0), in the kernel's
- * split layout, copied from the input split once per call (j->in: 2 words per input word):
- * taps are 16-byte units, and a run of kx taps inside the image (stride 1) is one copy. */
-static void gather_split_row(const bjob *j, size_t r, uint64_t *dst) {
+/* im2col row r of a convolution whose taps are whole words (C % 64 == 0), copied from the
+ * input: a tap is cw words, and a run of kx taps inside the image (stride 1) is one copy. */
+static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
   const xk_conv_shape *s = j->s;
-  const size_t cw2 = 2 * j->cw, hw = j->oh * j->ow;
-  const size_t b = r / hw, oy = (r % hw) / j->ow, ox = r % j->ow;
+  const size_t cw2 = j->cw; /* words per tap */
+  const size_t b = pos.b, oy = pos.y, ox = pos.x;
   const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
-  const uint64_t fill = j->pad == XK_PAD_MINUS ? UINT64_C(0x0f0f0f0f0f0f0f0f) : 0;
+  const uint64_t fill = j->pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
   const int run = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w; /* all kx taps inside */
   for (size_t ky = 0; ky < s->kh; ky++) {
     const long iy = iy0 + (long)ky * dh;
@@ -357,36 +368,34 @@ static void gather_split_row(const bjob *j, size_t r, uint64_t *dst) {
   }
 }
 
-/* split_a kernels: a task is a block of rows across all output channels, so each row is
- * gathered / split once and reused by every column block. */
+/* Implicit im2col: a task is a block of rows across all output channels, so each row is
+ * gathered once and reused by every column block. */
 static void rows_task(void *ctx, size_t t) {
   const bjob *j = (const bjob *)ctx;
   const xk_bgemm_ukernel_desc *d = j->d;
   const size_t mc = j->mtiles_rows;
   size_t i0 = t * mc, i1 = i0 + mc < j->m ? i0 + mc : j->m;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t split[SPLIT_SCRATCH_WORDS];
-  const size_t xw = j->kwords * d->a_expand;
-  for (size_t i = i0; i < i1; i += d->mr) {
+  uint64_t rows[ROWS_SCRATCH_WORDS];
+  rowpos pos = rowpos_of(j, i0), next = pos;
+  for (size_t i = i0; i < i1; i += d->mr, pos = next) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
-    for (size_t r = 0; r < mr; r++) {
-      if (j->in) gather_split_row(j, i + r, split + r * xw);
-      else d->split_a(j->a + (i + r) * j->lda_w, j->kwords, split + r * xw);
-    }
+    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next)) gather_row(j, next, rows + r * j->kwords);
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       uint64_t flip = 0;
       if (j->o->kind == XK_OUT_BITS && j->o->flip)
         for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
       for (size_t c = 0; c < ncols; c += d->nr)
-        d->ukernel(mr, j->kwords, split, xw, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
-      epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip);
+        d->ukernel(mr, j->kwords, rows, j->kwords, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c],
+                   GROUP);
+      epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
     }
   }
 }
 
 static void run_gemm(bjob *j) {
-  if (j->d->split_a) {
+  if (j->in) {
     /* rows per task: a multiple of MR, up to MC, small enough for 4 tasks per thread */
     size_t nt = (size_t)xk_get_num_threads() * 4, mc = xk_round_up(xk_div_up(j->m, nt), j->d->mr);
     j->mtiles_rows = mc < MC ? mc : MC;
@@ -475,20 +484,18 @@ static int direct_input(const xk_conv_shape *s) {
          !s->pad_r;
 }
 
-/* Convolutions whose im2col rows are gathered inside the GEMM tasks (split_a kernels, taps of
- * whole words): the workspace holds the split input instead of the im2col matrix. */
+/* Convolutions whose im2col rows are gathered inside the GEMM tasks (kernels with
+ * implicit_im2col, taps of whole words): no im2col matrix. */
 static int implicit_im2col(const xk_conv_shape *s, const xk_bgemm_ukernel_desc *d) {
-  return d->split_a && d->a_expand == 2 && s->c % 64 == 0 && !direct_input(s);
+  return d->implicit_im2col && s->c % 64 == 0 && !direct_input(s);
 }
 
 size_t xk_bconv2d_workspace_size(const xk_conv_shape *s) {
   size_t oh, ow;
   if (!s || xk_conv_out_size(s, &oh, &ow) != XK_OK) return 0;
   if (direct_input(s)) return 0;
-  /* either layout (the kernel family is chosen per ISA at packing time) */
-  size_t im2col = s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8;
-  size_t split = s->n * s->h * s->w * xk_div_up(s->c, 64) * 16;
-  return xk_align_up(im2col > split ? im2col : split);
+  /* the im2col matrix (kernels without implicit im2col; the family is chosen at packing) */
+  return xk_align_up(s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8);
 }
 
 static xk_status unpack_layout(const xk_conv_shape *s, const void *packed, size_t packed_size, blayout *L,
@@ -541,12 +548,9 @@ xk_status xk_bconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   if (direct_input(s)) {
     j.a = (const uint64_t *)in;
     j.a_pad_mask = ~xk_tail_mask(s->c);
-  } else if (implicit_im2col(s, L.d)) { /* im2col inside the GEMM tasks, from the split input */
-    uint64_t *xs = (uint64_t *)ws;
-    const size_t words = s->n * s->h * s->w * L.cw;
-    L.d->split_a((const uint64_t *)in, words, xs);
+  } else if (implicit_im2col(s, L.d)) { /* im2col rows gathered inside the GEMM tasks */
     j.s = s;
-    j.in = xs;
+    j.in = (const uint64_t *)in;
     j.pad = pad;
     j.cw = L.cw;
     j.oh = L.oh;

@@ -12,8 +12,6 @@
 #define MC 64      /* rows per task */
 #define MAX_MR 8
 #define SERIAL_WORK ((size_t)1 << 15) /* word-pairs below which a call stays on one thread */
-#define SPLIT_SCRATCH_WORDS 4096 /* 32 KiB: MR rows of a split_a kernel */
-_Static_assert(4 * 2 * XK_AVX2_LANES_MAX_KWORDS <= SPLIT_SCRATCH_WORDS, "split scratch too small for the AVX2 lane kernel");
 
 typedef struct panel_header {
   uint32_t magic, isa;
@@ -204,19 +202,11 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t split[SPLIT_SCRATCH_WORDS]; /* split_a kernels: MR transformed rows */
-  const size_t xw = j->kw * (d->a_expand ? d->a_expand : 1);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
-    const uint64_t *a = j->a + i * j->lda_w;
-    size_t lda = j->lda_w;
-    if (d->split_a) {
-      for (size_t r = 0; r < mr; r++) d->split_a(a + r * j->lda_w, j->kw, split + r * xw);
-      a = split;
-      lda = xw;
-    }
     for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kw, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
+      d->ukernel(mr, j->kw, j->a + i * j->lda_w, j->lda_w, j->blocks + ((col0 + c) / d->nr) * j->block_bytes,
+                 &q[0][c], GROUP);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q);
   }
 }

@@ -6,13 +6,23 @@
  * output pixels at a time into a per-slot workspace (one slot per thread that may run), so the
  * column matrix never exists whole and stays in cache; 1x1 stride-1 unpadded convolutions and
  * dense layers read their input directly. The output stage (xk_output) is fused per tile.
+ *
+ * Direct path (AVX2, C <= 4: the 3-channel stems): no im2col for the output pixels whose window
+ * lies inside the image; the micro-kernel reads them straight from the NHWC input, kernel row
+ * by kernel row (xk_fconv_ukernel_avx2), one run of interior pixels per output row.
+ * Pixels whose window crosses the padding (the first / last rows and columns) take the im2col
+ * path. Same weights panel and FMA order, so the results equal the im2col path bit for bit.
+ * XK_NO_DIRECT_CONV=1 (environment) selects the im2col path everywhere (benchmarks, tests).
  */
+#include <stdlib.h>
+
 #include "../ukernels/fgemm/fgemm.h"
 #include "ops_internal.h"
 
 #define MT 48     /* output pixels per im2col tile (a multiple of every MR) */
 #define GROUP 64  /* output channels per epilogue group */
 #define SERIAL_FLOPS ((size_t)1 << 17)
+#define DIRECT_MAX_C 4     /* direct path for input channel counts up to this */
 
 static const xk_fgemm_desc *fgemm_for(xk_isa isa) {
 #ifdef XK_HAVE_AVX2
@@ -84,6 +94,9 @@ typedef struct fjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
+  xk_conv_segs segs;  /* direct path: the reduction as segments of the padded input */
+  const float *xpad;  /* direct path: the zero-padded input, [n][hp][wp][c] */
+  size_t hp, wp;
 } fjob;
 
 /* rows [r0, r0 + rows) of the output; their A rows start at a (stride lda); groups g0, g0+gs.. */
@@ -139,7 +152,7 @@ static void im2col_f32(const fjob *j, size_t r0, size_t rows, float *dst) {
   }
 }
 
-static void direct_task(void *ctx, size_t t) {
+static void input_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
   size_t g = t / j->mtiles, mt = t % j->mtiles;
   size_t r0 = mt * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
@@ -164,13 +177,89 @@ static void tiled_task(void *ctx, size_t t) {
   }
 }
 
+/* ------------------------------------------------------------------ direct path (AVX2, C <= 4) */
+/* Whether the direct path applies: AVX2 panels, few input channels, not XK_NO_DIRECT_CONV. */
+static int use_direct_conv(const xk_fgemm_desc *d, const xk_conv_shape *s) {
+#ifdef XK_HAVE_AVX2
+  if (d != &xk_fgemm_avx2 || s->c > DIRECT_MAX_C) return 0;
+  return getenv("XK_NO_DIRECT_CONV") == NULL;
+#else
+  (void)d, (void)s;
+  return 0;
+#endif
+}
+
+/* The zero-padded input: [n][pad_t + h + pad_b][pad_l + w + pad_r][c] floats. */
+static size_t xpad_bytes(const xk_conv_shape *s) {
+  return xk_align_up(s->n * (s->pad_t + s->h + s->pad_b) * (s->pad_l + s->w + s->pad_r) * s->c * sizeof(float));
+}
+
+static void pad_input(const xk_conv_shape *s, const float *in, float *xp, size_t hp, size_t wp) {
+  const size_t c = s->c, rowf = wp * c;
+  for (size_t b = 0; b < s->n; b++) {
+    float *img = xp + b * hp * rowf;
+    memset(img, 0, s->pad_t * rowf * sizeof(float));
+    for (size_t y = 0; y < s->h; y++) {
+      float *row = img + (s->pad_t + y) * rowf;
+      memset(row, 0, s->pad_l * c * sizeof(float));
+      memcpy(row + s->pad_l * c, in + (b * s->h + y) * s->w * c, s->w * c * sizeof(float));
+      memset(row + (s->pad_l + s->w) * c, 0, s->pad_r * c * sizeof(float));
+    }
+    memset(img + (s->pad_t + s->h) * rowf, 0, s->pad_b * rowf * sizeof(float));
+  }
+}
+
+#ifdef XK_HAVE_AVX2
+/* Output pixels [r0, r0 + rows) (rows <= MT), all column groups, A straight from the padded input. */
+static void direct_tile(const fjob *j, size_t r0, size_t rows) {
+  const xk_conv_shape *s = j->s;
+  const size_t nr = j->d->nr, c = s->c;
+  const float *px[MT + XK_CONV_MR];
+  size_t b = r0 / (j->oh * j->ow), pix = r0 % (j->oh * j->ow), oy = pix / j->ow, ox = pix % j->ow;
+  for (size_t i = 0; i < rows; i++) {
+    px[i] = j->xpad + ((b * j->hp + oy * s->stride_h) * j->wp + ox * s->stride_w) * c;
+    if (++ox == j->ow) {
+      ox = 0;
+      if (++oy == j->oh) oy = 0, b++;
+    }
+  }
+  float q[XK_CONV_MR][GROUP];
+  for (size_t g = 0; g < j->ngroups; g++) {
+    const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % nr == 0;
+    for (size_t i = 0; i < rows; i += XK_CONV_MR) {
+      const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
+      const float *const *x = px + i;
+      if (in_place) {
+        float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
+        for (size_t cc = 0; cc < ncols; cc += nr)
+          xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, y + cc, j->ldc);
+        xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
+        continue;
+      }
+      for (size_t cc = 0; cc < ncols; cc += nr)
+        xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP);
+      for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
+    }
+  }
+}
+
+static void direct_task(void *ctx, size_t t) {
+  const fjob *j = (const fjob *)ctx;
+  for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+    const size_t r0 = tile * MT;
+    direct_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
+  }
+}
+#endif
+
 static void run_direct(fjob *j) {
   j->mtiles = xk_div_up(j->m, MT);
   size_t ntasks = j->mtiles * j->ngroups;
   if (j->m * j->n * j->k < SERIAL_FLOPS) {
-    for (size_t t = 0; t < ntasks; t++) direct_task(j, t);
+    for (size_t t = 0; t < ntasks; t++) input_task(j, t);
   } else {
-    xk_parallel_for(ntasks, direct_task, j);
+    xk_parallel_for(ntasks, input_task, j);
   }
 }
 
@@ -196,7 +285,9 @@ xk_status xk_conv2d_pack(const xk_conv_shape *s, const float *w, void *packed, s
 size_t xk_conv2d_workspace_size(const xk_conv_shape *s, size_t nslots) {
   if (xk_conv_check(s, "xk_conv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
   if (direct_input(s)) return 0;
-  return (nslots ? nslots : 1) * slot_bytes(s);
+  size_t im2col = (nslots ? nslots : 1) * slot_bytes(s);
+  if (s->c <= DIRECT_MAX_C && xpad_bytes(s) > im2col) return xpad_bytes(s); /* direct path */
+  return im2col;
 }
 
 xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packed_size, const float *in,
@@ -238,6 +329,24 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
   size_t nt = ws_size / sb, threads = (size_t)xk_get_num_threads();
   if (nt > threads) nt = threads;
   if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
+#ifdef XK_HAVE_AVX2
+  if (use_direct_conv(j.d, s) && ws_size >= xpad_bytes(s)) {
+    const size_t dh = xk_dil(s->dil_h), dw = xk_dil(s->dil_w), c = s->c;
+    j.hp = s->pad_t + s->h + s->pad_b;
+    j.wp = s->pad_l + s->w + s->pad_r;
+    const xk_conv_segs segs = {s->kh, dw == 1 ? 1 : s->kw, dw == 1 ? s->kw * c : c, dh * j.wp * c, dw * c};
+    j.segs = segs;
+    j.xpad = (const float *)ws;
+    pad_input(s, in, (float *)ws, j.hp, j.wp);
+    nt = threads;
+    if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
+    if (nt > j.ntiles) nt = j.ntiles;
+    j.nt = nt;
+    if (nt == 1) direct_task(&j, 0);
+    else xk_parallel_for(nt, direct_task, &j);
+    return XK_OK;
+  }
+#endif
   if (j.ntiles < nt) {
     j.split_cols = 1;
     if (nt > j.ngroups) nt = j.ngroups;

@@ -8,8 +8,17 @@
  * accumulator needs no zero-point correction: acc = sum a * w. The micro-kernels multiply int16
  * pairs into int32 lanes (csrc/ukernels/qgemm). The output stage sees acc as an exact integer
  * (fold in_scale * w_scale[c] into xk_output.scale).
+ *
+ * Direct path (AVX2, C <= 4: the 3-channel stems): the input is quantized once into a zero-padded
+ * int16 image and the micro-kernel reads each output pixel's window from it as int16 pairs
+ * (xk_qconv_ukernel_avx2), no im2col. The reduction is split into segments of contiguous input
+ * values (one kernel row of KW * C values; per tap C values with dilation), each padded to an
+ * even length with a zero weight, so a pair never straddles two segments. The weights are packed
+ * in that order (header aux[0] = the padded reduction length). Exact like the GEMM path.
+ * XK_NO_DIRECT_CONV=1 (environment, read when packing) keeps the im2col layout (benchmarks, tests).
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "../ukernels/fgemm/fgemm.h"
 #include "ops_internal.h"
@@ -17,6 +26,7 @@
 #define MT 48
 #define GROUP 64
 #define SERIAL_OPS ((size_t)1 << 17)
+#define DIRECT_MAX_C 4
 
 static const xk_qgemm_desc *qgemm_for(xk_isa isa) {
 #ifdef XK_HAVE_AVX2
@@ -90,6 +100,58 @@ static size_t panel_bytes(const xk_qgemm_desc *d, size_t n, size_t k) {
   return XK_PACKED_HEADER + xk_div_up(n, d->nr) * kpad(k) * d->nr * sizeof(int16_t);
 }
 
+/* ------------------------------------------------------------------ direct path layout */
+/* The reduction as segments of the padded input (fgemm.h xk_conv_segs; strides set at run time). */
+static xk_conv_segs direct_segs(const xk_conv_shape *s) {
+  const int dil = xk_dil(s->dil_w) != 1;
+  xk_conv_segs g = {s->kh, dil ? s->kw : 1, dil ? s->c : s->kw * s->c, 0, 0};
+  return g;
+}
+
+/* The padded reduction length of the direct layout for weights packed for d, or 0 (GEMM layout). */
+static size_t direct_kq(const xk_qgemm_desc *d, const xk_conv_shape *s) {
+#ifdef XK_HAVE_AVX2
+  if (d != &xk_qgemm_avx2 || s->c > DIRECT_MAX_C || getenv("XK_NO_DIRECT_CONV")) return 0;
+  xk_conv_segs g = direct_segs(s);
+  return g.kh * g.kw * kpad(g.len);
+#else
+  (void)d, (void)s;
+  return 0;
+#endif
+}
+
+static size_t direct_panel_bytes(const xk_qgemm_desc *d, size_t n, size_t kq) {
+  return XK_PACKED_HEADER + xk_div_up(n, d->nr) * kq * d->nr * sizeof(int16_t);
+}
+
+/* w: oc rows of K = kh*kw*c int8 in (ky, kx, c) order; reduction position (segment g, element e)
+ * holds k = g * len + e, zero for the padding element e = len of an odd segment. */
+static xk_status pack_direct(const xk_qgemm_desc *d, const xk_conv_shape *s, size_t kq, const int8_t *w, void *packed,
+                             size_t packed_size, const char *op) {
+  if (!w || !packed) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
+  const size_t n = s->oc, k = s->kh * s->kw * s->c;
+  if (k >= ((size_t)1 << 16)) return xk_fail(XK_ERR_SHAPE, "%s: reduction length %zu too long for int32 accumulators", op, k);
+  size_t need = direct_panel_bytes(d, n, kq);
+  if (packed_size < need) return xk_fail(XK_ERR_MEMORY, "%s: packed buffer %zu bytes < %zu needed", op, packed_size, need);
+  uint8_t *p = (uint8_t *)packed;
+  xk_packed_header h = {XK_MAGIC_QGEMM, (uint32_t)d->isa, n, k, {kq, 0, 0, 0, 0}};
+  memcpy(p, &h, sizeof h);
+  int16_t *panel = (int16_t *)(p + XK_PACKED_HEADER);
+  const xk_conv_segs g = direct_segs(s);
+  const size_t nr = d->nr, lenp = kpad(g.len);
+  for (size_t blk = 0; blk < xk_div_up(n, nr); blk++) {
+    int16_t *dst = panel + blk * kq * nr;
+    for (size_t q = 0; q < kq; q++) {
+      const size_t seg = q / lenp, e = q % lenp;
+      for (size_t j = 0; j < nr; j++) {
+        size_t col = blk * nr + j;
+        dst[(q / 2) * 2 * nr + 2 * j + q % 2] = (col < n && e < g.len) ? (int16_t)w[col * k + seg * g.len + e] : 0;
+      }
+    }
+  }
+  return XK_OK;
+}
+
 static xk_status pack_panel(const xk_qgemm_desc *d, size_t n, size_t k, const int8_t *w, void *packed,
                             size_t packed_size, const char *op) {
   if (!w || !packed) return xk_fail(XK_ERR_ARGUMENT, "%s: null buffer", op);
@@ -113,13 +175,18 @@ static xk_status pack_panel(const xk_qgemm_desc *d, size_t n, size_t k, const in
 }
 
 static xk_status open_panel(const void *packed, size_t packed_size, size_t n, size_t k, const xk_qgemm_desc **d,
-                            const char *op) {
+                            size_t *kq, const char *op) {
   if (!packed || packed_size < XK_PACKED_HEADER) return xk_fail(XK_ERR_ARGUMENT, "%s: packed weights missing", op);
   xk_packed_header h;
   memcpy(&h, packed, sizeof h);
   if (h.magic != XK_MAGIC_QGEMM) return xk_fail(XK_ERR_ARGUMENT, "%s: buffer was not packed by this op (bad magic)", op);
   *d = qgemm_by_id(h.isa);
   if (!*d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: weights packed for ISA %s, not available here", op, xk_isa_name((xk_isa)h.isa));
+  *kq = (size_t)h.aux[0];
+  if (h.aux[0]) { /* direct layout */
+    if (h.aux[0] < k) return xk_fail(XK_ERR_ARGUMENT, "%s: corrupt packed header", op);
+    return xk_packed_check(packed, packed_size, XK_MAGIC_QGEMM, n, k, direct_panel_bytes(*d, n, h.aux[0]), op);
+  }
   return xk_packed_check(packed, packed_size, XK_MAGIC_QGEMM, n, k, panel_bytes(*d, n, k), op);
 }
 
@@ -245,23 +312,153 @@ static xk_status run(qjob *j, void *ws, size_t ws_size, const char *op) {
   return XK_OK;
 }
 
+/* ------------------------------------------------------------------ direct path (AVX2, C <= 4) */
+/* The centred quantized input, zero-padded: [n][pad_t + h + pad_b][pad_l + w + pad_r][c] int16 and
+ * a few zero elements past the end (read with a zero weight by the last pair of an odd segment). */
+#define XQPAD_SLACK 8
+static size_t xqpad_bytes(const xk_conv_shape *s) {
+  return xk_align_up((s->n * (s->pad_t + s->h + s->pad_b) * (s->pad_l + s->w + s->pad_r) * s->c + XQPAD_SLACK) *
+                     sizeof(int16_t));
+}
+
+typedef struct qdjob {
+  const xk_conv_shape *s;
+  size_t m, n, k, kq, ngroups, oh, ow, hp, wp, ntiles, nt;
+  xk_conv_segs segs;
+  const int16_t *xpad, *panel;
+  const xk_output *o;
+  uint8_t *c;
+  size_t ldc;
+} qdjob;
+
+#ifdef XK_HAVE_AVX2
+static void qdirect_tile(const qdjob *j, size_t r0, size_t rows) {
+  const xk_conv_shape *s = j->s;
+  const size_t nr = xk_qgemm_avx2.nr, c = s->c;
+  const int16_t *px[MT];
+  size_t b = r0 / (j->oh * j->ow), pix = r0 % (j->oh * j->ow), oy = pix / j->ow, ox = pix % j->ow;
+  for (size_t i = 0; i < rows; i++) {
+    px[i] = j->xpad + ((b * j->hp + oy * s->stride_h) * j->wp + ox * s->stride_w) * c;
+    if (++ox == j->ow) {
+      ox = 0;
+      if (++oy == j->oh) oy = 0, b++;
+    }
+  }
+  int32_t q[XK_CONV_MR][GROUP];
+  float f[GROUP];
+  for (size_t g = 0; g < j->ngroups; g++) {
+    const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    for (size_t i = 0; i < rows; i += XK_CONV_MR) {
+      const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
+      for (size_t cc = 0; cc < ncols; cc += nr)
+        xk_qconv_ukernel_avx2(mr, px + i, &j->segs, j->panel + ((col0 + cc) / nr) * j->kq * nr, &q[0][cc], GROUP);
+      for (size_t r = 0; r < mr; r++) {
+        if (j->o->kind == XK_OUT_INT32) {
+          memcpy((int32_t *)j->c + (r0 + i + r) * j->ldc + col0, q[r], ncols * sizeof(int32_t));
+        } else {
+          for (size_t cc = 0; cc < ncols; cc++) f[cc] = (float)q[r][cc];
+          xk_output_store_f32(j->o, f, col0, ncols, j->c, j->ldc, r0 + i + r);
+        }
+      }
+    }
+  }
+}
+
+static void qdirect_task(void *ctx, size_t t) {
+  const qdjob *j = (const qdjob *)ctx;
+  for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+    const size_t r0 = tile * MT;
+    qdirect_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
+  }
+}
+#endif
+
+static xk_status run_qdirect(const xk_conv_shape *s, const xk_qgemm_desc *d, size_t kq, const void *packed,
+                             const float *in, xk_quant q, const xk_output *o, void *out, size_t ldc, void *ws,
+                             size_t ws_size, size_t oh, size_t ow, const char *op) {
+#ifdef XK_HAVE_AVX2
+  const xk_conv_segs g0 = direct_segs(s);
+  if (d != &xk_qgemm_avx2 || s->c > DIRECT_MAX_C || kq != g0.kh * g0.kw * kpad(g0.len))
+    return xk_fail(XK_ERR_ARGUMENT, "%s: weights packed for a direct convolution of another shape", op);
+  size_t need = xqpad_bytes(s);
+  if (!ws || ws_size < need) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, need);
+  if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
+  qdjob j;
+  memset(&j, 0, sizeof j);
+  j.s = s;
+  j.oh = oh;
+  j.ow = ow;
+  j.m = s->n * oh * ow;
+  j.n = s->oc;
+  j.k = s->kh * s->kw * s->c;
+  j.kq = kq;
+  j.ngroups = xk_div_up(s->oc, GROUP);
+  j.hp = s->pad_t + s->h + s->pad_b;
+  j.wp = s->pad_l + s->w + s->pad_r;
+  j.segs = g0;
+  j.segs.ystride = xk_dil(s->dil_h) * j.wp * s->c;
+  j.segs.xstride = xk_dil(s->dil_w) * s->c;
+  j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.o = o;
+  j.c = (uint8_t *)out;
+  j.ldc = ldc;
+  /* quantize into the padded image */
+  int16_t *xp = (int16_t *)ws;
+  const float inv = 1.0f / q.scale, zpf = (float)q.zero_point;
+  const size_t c = s->c, rowe = j.wp * c;
+  for (size_t b = 0; b < s->n; b++) {
+    int16_t *img = xp + b * j.hp * rowe;
+    memset(img, 0, s->pad_t * rowe * sizeof(int16_t));
+    for (size_t y = 0; y < s->h; y++) {
+      int16_t *row = img + (s->pad_t + y) * rowe;
+      memset(row, 0, s->pad_l * c * sizeof(int16_t));
+      quantize_all(in + (b * s->h + y) * s->w * c, s->w * c, inv, zpf, NULL, row + s->pad_l * c);
+      memset(row + (s->pad_l + s->w) * c, 0, s->pad_r * c * sizeof(int16_t));
+    }
+    memset(img + (s->pad_t + s->h) * rowe, 0, s->pad_b * rowe * sizeof(int16_t));
+  }
+  memset(xp + s->n * j.hp * rowe, 0, XQPAD_SLACK * sizeof(int16_t));
+  j.xpad = xp;
+  j.ntiles = xk_div_up(j.m, MT);
+  size_t nt = (size_t)xk_get_num_threads();
+  if (j.m * j.n * j.k < SERIAL_OPS) nt = 1;
+  if (nt > j.ntiles) nt = j.ntiles;
+  j.nt = nt;
+  if (nt == 1) qdirect_task(&j, 0);
+  else xk_parallel_for(nt, qdirect_task, &j);
+  return XK_OK;
+#else
+  (void)s, (void)d, (void)kq, (void)packed, (void)in, (void)q, (void)o, (void)out, (void)ldc, (void)ws, (void)ws_size;
+  (void)oh, (void)ow;
+  return xk_fail(XK_ERR_UNSUPPORTED, "%s: direct-layout weights need AVX2", op);
+#endif
+}
+
 /* ------------------------------------------------------------------ conv2d */
 size_t xk_qconv2d_packed_size(const xk_conv_shape *s) {
   if (xk_conv_check(s, "xk_qconv2d_packed_size", NULL, NULL) != XK_OK) return 0;
-  return panel_bytes(qgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c);
+  const xk_qgemm_desc *d = qgemm_for(xk_get_isa());
+  const size_t kq = direct_kq(d, s);
+  if (kq) return direct_panel_bytes(d, s->oc, kq);
+  return panel_bytes(d, s->oc, s->kh * s->kw * s->c);
 }
 
 xk_status xk_qconv2d_pack(const xk_conv_shape *s, const int8_t *w, void *packed, size_t packed_size) {
   xk_status st = xk_conv_check(s, "xk_qconv2d_pack", NULL, NULL);
   if (st != XK_OK) return st;
-  return pack_panel(qgemm_for(xk_get_isa()), s->oc, s->kh * s->kw * s->c, w, packed, packed_size, "xk_qconv2d_pack");
+  const xk_qgemm_desc *d = qgemm_for(xk_get_isa());
+  const size_t kq = direct_kq(d, s);
+  if (kq) return pack_direct(d, s, kq, w, packed, packed_size, "xk_qconv2d_pack");
+  return pack_panel(d, s->oc, s->kh * s->kw * s->c, w, packed, packed_size, "xk_qconv2d_pack");
 }
 
 static size_t qin_bytes(const xk_conv_shape *s) { return xk_align_up(s->n * s->h * s->w * s->c * sizeof(int16_t)); }
 
 size_t xk_qconv2d_workspace_size(const xk_conv_shape *s, size_t nslots) {
   if (xk_conv_check(s, "xk_qconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
-  return qin_bytes(s) + (nslots ? nslots : 1) * slot_bytes(s->kh * s->kw * s->c);
+  size_t gemm = qin_bytes(s) + (nslots ? nslots : 1) * slot_bytes(s->kh * s->kw * s->c);
+  if (s->c <= DIRECT_MAX_C && xqpad_bytes(s) > gemm) return xqpad_bytes(s); /* direct path */
+  return gemm;
 }
 
 static xk_status common_checks(const void *in, const void *out, const xk_output *o, size_t n, size_t ldc, xk_quant q,
@@ -283,8 +480,10 @@ xk_status xk_qconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   memset(&j, 0, sizeof j);
   j.k = s->kh * s->kw * s->c;
   j.kp = kpad(j.k);
-  if ((st = open_panel(packed, packed_size, s->oc, j.k, &j.d, op)) != XK_OK) return st;
+  size_t kq;
+  if ((st = open_panel(packed, packed_size, s->oc, j.k, &j.d, &kq, op)) != XK_OK) return st;
   if ((st = common_checks(in, out, o, s->oc, ldc, q, op)) != XK_OK) return st;
+  if (kq) return run_qdirect(s, j.d, kq, packed, in, q, o, out, ldc, ws, ws_size, oh, ow, op);
   j.m = s->n * oh * ow;
   j.n = s->oc;
   j.in = in;
@@ -331,8 +530,10 @@ xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
   memset(&j, 0, sizeof j);
   j.k = k;
   j.kp = kpad(k);
-  xk_status st = open_panel(packed, packed_size, n_out, k, &j.d, op);
+  size_t kq;
+  xk_status st = open_panel(packed, packed_size, n_out, k, &j.d, &kq, op);
   if (st != XK_OK) return st;
+  if (kq) return xk_fail(XK_ERR_ARGUMENT, "%s: weights packed for a direct convolution", op);
   if ((st = common_checks(in, out, o, n_out, ldc, q, op)) != XK_OK) return st;
   j.m = n;
   j.n = n_out;

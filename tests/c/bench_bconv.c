@@ -83,5 +83,41 @@ int main(int argc, char **argv) {
     free(wb);
     free(in);
   }
+  /* binary dense layers (batch 1 and 8), float output */
+  static const size_t dshapes[][3] = {{1, 9216, 4096}, {1, 4096, 4096}, {1, 4096, 1000}, {8, 4096, 4096}};
+  for (size_t si = 0; si < sizeof dshapes / sizeof dshapes[0]; si++) {
+    if (only >= 0 && (size_t)only != 100 + si) continue;
+    size_t n = dshapes[si][0], k = dshapes[si][1], no = dshapes[si][2], rb = (k + 63) / 64 * 8;
+    uint8_t *wb = malloc(no * rb), *in = aligned_alloc(64, n * rb + 64);
+    for (size_t i = 0; i < no * rb; i++) wb[i] = (uint8_t)rand();
+    for (size_t i = 0; i < n * rb; i++) in[i] = (uint8_t)rand();
+    size_t psize = xk_bdense_packed_size(k, no);
+    void *packed = aligned_alloc(64, (psize + 63) / 64 * 64);
+    if (xk_bdense_pack(k, no, wb, rb, packed, psize) != XK_OK) {
+      printf("pack failed: %s\n", xk_last_error());
+      return 1;
+    }
+    float *out = malloc(n * no * 4);
+    xk_output o;
+    memset(&o, 0, sizeof o);
+    o.kind = XK_OUT_FLOAT;
+    double t[200];
+    int nr = reps < 200 ? reps : 200;
+    for (int r = 0; r < nr + 3; r++) {
+      double t0 = now();
+      if (xk_bdense_run(n, k, no, packed, psize, in, &o, out, no) != XK_OK) {
+        printf("run failed: %s\n", xk_last_error());
+        return 1;
+      }
+      if (r >= 3) t[r - 3] = now() - t0;
+    }
+    qsort(t, nr, sizeof(double), cmp);
+    printf("dense %zux%zux%zu  %.3f ms [%.3f-%.3f]  %6.1f GMAC/s  (panel %.1f MB)\n", n, k, no, 1e3 * t[nr / 2], 1e3 * t[0],
+           1e3 * t[nr - 1], (double)n * k * no / t[nr / 2] * 1e-9, psize / 1e6);
+    free(wb);
+    free(in);
+    free(packed);
+    free(out);
+  }
   return 0;
 }

@@ -137,73 +137,60 @@ static void pack_i8(const int8_t *x, size_t k, uint64_t *out) {
   }
 }
 
-/* ------------------------------------------------------------------ column-lane variant
- * For short reductions (the 3x3 convolutions of 64..256 channels: K = 576..2304 bits) the
- * kernel above wastes up to a third of its last 256-bit step on padding and spends a
- * horizontal reduction per (row, column) pair. This variant steps through k one 64-bit word at
- * a time with the output columns in the vector lanes:
- *   panel, per k-word: [c0.lo c0.hi c1.lo c1.hi | c2.lo c2.hi c3.lo c3.hi] (8 bytes each, the
- *                      word split into low / high nibbles, one per byte);
- *   A, pre-split the same way by the caller ([w.lo w.hi] per word), broadcast to both 128-bit
- *                      halves with one load.
- * One vpxor + vpshufb + vpaddb per 2 columns x 64 bits; the byte counters (<= 4 per step) are
- * widened every 63 steps, and lanes (lo, hi) of a column are summed once at the end, so no
- * horizontal reduction and no padding past the last 64-bit word. MR = 4 rows, NR = 4 columns. */
-#define LMR 4
-#define LNR 4
-#define LMAX_STEPS 63 /* 63 * 4 = 252 <= 255 */
+/* ------------------------------------------------------------------ column-lane kernel
+ * The default AVX2 kernel (rows up to XK_AVX2_LANES_MAX_KWORDS words): k advances one 64-bit
+ * word per step with the output columns in the vector lanes. Panel, per k-word: the words of
+ * columns [c0 c1 c2 c3] (32 bytes, unsplit); the A word is broadcast to the 4 lanes, XORed,
+ * then split into nibbles: vpxor + 2 vpand + vpsrlw + 2 vpshufb + 2 vpaddb per 4 columns x 64
+ * bits, byte counters (<= 8 per step) widened every 31 steps, after which vpsadbw leaves one
+ * column per 64-bit lane: no horizontal reduction, no padding past the last 64-bit word, and
+ * half the panel bytes of a pre-split layout (batch-1 dense layers stream the weights once).
+ * It beats the 256-bit kernel above on every shape measured, large square GEMMs included (few
+ * loads per instruction); see docs/kernels.md. MR = 4 rows (1..3 without duplicate work),
+ * NR = 4 columns. */
+#define LMAX_STEPS 31
 
-/* sad of two byte-count vectors [c0lo c0hi | c1lo c1hi], [c2lo c2hi | c3lo c3hi] -> 64-bit lanes
- * [c0 c2 | c1 c3] */
-static inline __m256i lanes_combine(__m256i x01, __m256i x23, __m256i zero) {
-  __m256i s01 = _mm256_sad_epu8(x01, zero), s23 = _mm256_sad_epu8(x23, zero);
-  return _mm256_add_epi64(_mm256_unpacklo_epi64(s01, s23), _mm256_unpackhi_epi64(s01, s23));
-}
-
-/* ROWS (1..4) is a compile-time constant at each call site: a short tile computes no
- * duplicate rows (batch-1 dense layers are ROWS = 1). */
 static inline __attribute__((always_inline)) void lanes_kernel(const size_t ROWS, size_t kw, const uint64_t *a,
                                                                size_t lda, const uint8_t *panel, uint32_t *q,
                                                                size_t ldq) {
-  const size_t mr = ROWS;
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i zero = _mm256_setzero_si256();
-  const __m128i *r0 = (const __m128i *)a, *r1 = (const __m128i *)(a + (mr > 1 ? 1 : 0) * lda);
-  const __m128i *r2 = (const __m128i *)(a + (mr > 2 ? 2 : 0) * lda), *r3 = (const __m128i *)(a + (mr > 3 ? 3 : 0) * lda);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const long long *r0 = (const long long *)a, *r1 = (const long long *)(a + (ROWS > 1 ? 1 : 0) * lda);
+  const long long *r2 = (const long long *)(a + (ROWS > 2 ? 2 : 0) * lda);
+  const long long *r3 = (const long long *)(a + (ROWS > 3 ? 3 : 0) * lda);
   const __m256i *b = (const __m256i *)panel;
-  /* [c0 c2 | c1 c3] as 64-bit lanes -> [c0 c1 c2 c3] as 32-bit (counts < 2^32) */
-  const __m256i idx = _mm256_setr_epi32(0, 4, 2, 6, 0, 4, 2, 6);
-  /* Between blocks of 63 steps the partial counts go through q (memory), which keeps the
-   * inner loop's 8 accumulators + table + operands within the 16 ymm registers. */
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6); /* 64-bit lanes -> 32-bit */
+  /* Between blocks of LMAX_STEPS the partial counts go through q (memory), which keeps the
+   * inner loop's accumulators, table, mask and operands within the 16 ymm registers. */
   for (size_t w = 0; w < kw;) {
     const int first = w == 0;
     const size_t end = w + LMAX_STEPS < kw ? w + LMAX_STEPS : kw;
-    __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero, c21 = zero, c30 = zero, c31 = zero;
-    for (; w < end; w++, b += 2) {
-      const __m256i b0 = _mm256_loadu_si256(b), b1 = _mm256_loadu_si256(b + 1);
+    __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+    for (; w < end; w++, b++) {
+      const __m256i bw = _mm256_loadu_si256(b);
       __m256i x;
-#define ROW(r, ca, cb)                                                              \
-  x = _mm256_broadcastsi128_si256(_mm_loadu_si128(r + w));                          \
-  ca = _mm256_add_epi8(ca, _mm256_shuffle_epi8(lut, _mm256_xor_si256(x, b0)));      \
-  cb = _mm256_add_epi8(cb, _mm256_shuffle_epi8(lut, _mm256_xor_si256(x, b1)));
-      ROW(r0, c00, c01)
-      if (ROWS > 1) { ROW(r1, c10, c11) }
-      if (ROWS > 2) { ROW(r2, c20, c21) }
-      if (ROWS > 3) { ROW(r3, c30, c31) }
+#define ROW(r, c)                                                                                   \
+  x = _mm256_xor_si256(_mm256_set1_epi64x(r[w]), bw);                                               \
+  c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4)));                        \
+  c = _mm256_add_epi8(c, _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4)));
+      ROW(r0, c0)
+      if (ROWS > 1) { ROW(r1, c1) }
+      if (ROWS > 2) { ROW(r2, c2) }
+      if (ROWS > 3) { ROW(r3, c3) }
 #undef ROW
     }
-#define OUT(i, ca, cb)                                                                              \
-  if (mr > i) {                                                                                     \
-    __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(lanes_combine(ca, cb, zero), idx)); \
-    __m128i *dst = (__m128i *)(q + i * ldq);                                                        \
-    _mm_storeu_si128(dst, first ? v : _mm_add_epi32(v, _mm_loadu_si128(dst)));                      \
+#define OUT(i, c)                                                                                  \
+  if (ROWS > i) {                                                                                  \
+    __m128i v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(c, zero), idx)); \
+    __m128i *dst = (__m128i *)(q + i * ldq);                                                       \
+    _mm_storeu_si128(dst, first ? v : _mm_add_epi32(v, _mm_loadu_si128(dst)));                     \
   }
-    OUT(0, c00, c01) OUT(1, c10, c11) OUT(2, c20, c21) OUT(3, c30, c31)
+    OUT(0, c0) OUT(1, c1) OUT(2, c2) OUT(3, c3)
 #undef OUT
   }
   if (kw == 0)
-    for (size_t i = 0; i < mr; i++) memset(q + i * ldq, 0, LNR * sizeof(uint32_t));
+    for (size_t i = 0; i < ROWS; i++) memset(q + i * ldq, 0, 4 * sizeof(uint32_t));
 }
 
 static void lanes_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel, uint32_t *q,
@@ -216,28 +203,11 @@ static void lanes_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, c
   }
 }
 
-static void lanes_chunk_fill(const uint8_t *src, size_t nbytes, uint8_t *dst) {
-  uint8_t tmp[8] = {0};
-  memcpy(tmp, src, nbytes);
-  for (size_t i = 0; i < 8; i++) {
-    dst[i] = tmp[i] & 0x0f;
-    dst[8 + i] = tmp[i] >> 4;
-  }
-}
-
-static void lanes_split_a(const uint64_t *a, size_t kw, uint64_t *out) {
-  const uint64_t m = UINT64_C(0x0f0f0f0f0f0f0f0f);
-  for (size_t w = 0; w < kw; w++) {
-    out[2 * w] = a[w] & m;
-    out[2 * w + 1] = (a[w] >> 4) & m;
-  }
-}
-
 static const xk_bgemm_ukernel_desc xk_bgemm_avx2_lanes = {
-    XK_ISA_AVX2, LMR, LNR, 8, 2, lanes_ukernel, pack_f32, pack_i8, lanes_chunk_fill, NULL, 0, lanes_split_a, 2,
+    XK_ISA_AVX2, 4, 4, 8, 1, lanes_ukernel, pack_f32, pack_i8, NULL, NULL, 0, 1,
 };
 
 const xk_bgemm_ukernel_desc xk_bgemm_avx2 = {
     XK_ISA_AVX2, MR, NR, CHUNK, 2, ukernel, pack_f32, pack_i8, panel_chunk_fill,
-    &xk_bgemm_avx2_lanes, XK_AVX2_LANES_MAX_KWORDS, NULL, 1,
+    &xk_bgemm_avx2_lanes, XK_AVX2_LANES_MAX_KWORDS, 0,
 };

@@ -50,5 +50,5 @@ static void pack_i8(const int8_t *x, size_t k, uint64_t *out) {
 }
 
 const xk_bgemm_ukernel_desc xk_bgemm_scalar = {
-    XK_ISA_SCALAR, MR, NR, 8, 1, ukernel, pack_f32, pack_i8, NULL, NULL, 0, NULL, 1,
+    XK_ISA_SCALAR, MR, NR, 8, 1, ukernel, pack_f32, pack_i8, NULL, NULL, 0, 0,
 };

@@ -34,6 +34,40 @@ static void ukernel(size_t mr, size_t k, const float *a, size_t lda, const float
 
 const xk_fgemm_desc xk_fgemm_avx2 = {XK_ISA_AVX2, MR, NR, ukernel};
 
+/* Direct convolution (fgemm.h): the micro-kernel above with row i of A (output pixel i) read
+ * from the zero-padded input image at x[i], the reduction walked as kh x kw segments of `len`
+ * contiguous values. The same FMA order as the GEMM on an im2col tile, so the results are
+ * bit-identical to it. */
+void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, float *c,
+                           size_t ldc) {
+  const float *x0 = x[0], *x1 = x[mr > 1 ? 1 : 0], *x2 = x[mr > 2 ? 2 : mr - 1], *x3 = x[mr > 3 ? 3 : mr - 1];
+  const float *x4 = x[mr > 4 ? 4 : mr - 1], *x5 = x[mr > 5 ? 5 : mr - 1];
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const size_t len = t->len;
+  for (size_t ky = 0; ky < t->kh; ky++)
+    for (size_t kx = 0; kx < t->kw; kx++) {
+      const size_t o = ky * t->ystride + kx * t->xstride;
+      const float *a0 = x0 + o, *a1 = x1 + o, *a2 = x2 + o, *a3 = x3 + o, *a4 = x4 + o, *a5 = x5 + o;
+      for (size_t p = 0; p < len; p++, b += NR) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        __m256 v;
+        v = _mm256_broadcast_ss(a0 + p); c00 = _mm256_fmadd_ps(v, b0, c00); c01 = _mm256_fmadd_ps(v, b1, c01);
+        v = _mm256_broadcast_ss(a1 + p); c10 = _mm256_fmadd_ps(v, b0, c10); c11 = _mm256_fmadd_ps(v, b1, c11);
+        v = _mm256_broadcast_ss(a2 + p); c20 = _mm256_fmadd_ps(v, b0, c20); c21 = _mm256_fmadd_ps(v, b1, c21);
+        v = _mm256_broadcast_ss(a3 + p); c30 = _mm256_fmadd_ps(v, b0, c30); c31 = _mm256_fmadd_ps(v, b1, c31);
+        v = _mm256_broadcast_ss(a4 + p); c40 = _mm256_fmadd_ps(v, b0, c40); c41 = _mm256_fmadd_ps(v, b1, c41);
+        v = _mm256_broadcast_ss(a5 + p); c50 = _mm256_fmadd_ps(v, b0, c50); c51 = _mm256_fmadd_ps(v, b1, c51);
+      }
+    }
+  _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01);
+  if (mr > 1) { _mm256_storeu_ps(c + ldc, c10); _mm256_storeu_ps(c + ldc + 8, c11); }
+  if (mr > 2) { _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21); }
+  if (mr > 3) { _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31); }
+  if (mr > 4) { _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41); }
+  if (mr > 5) { _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51); }
+}
+
 /* ------------------------------------------------------------------ row kernels of the depthwise
  * convolution, pooling and int8 input quantization (fgemm.h): 8 channels per ymm, up to 4 ymm
  * accumulators (32 channels) per pass over the window; channel tails masked. */

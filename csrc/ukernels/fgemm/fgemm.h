@@ -73,6 +73,30 @@ typedef struct xk_pool_row {
   float *y;             /* output row, pixel stride c */
 } xk_pool_row;
 
+/* Direct (implicit-GEMM) convolution micro-kernels for inputs with few channels (the C <= 4
+ * stems of csrc/ops/fconv.c and csrc/ops/qconv.c): the GEMM micro-kernel of the same ISA with
+ * row i of A (output pixel i, i < mr) read straight from a zero-padded NHWC copy of the input,
+ * starting at x[i] (the window's top-left tap). The reduction is kh x kw segments of len
+ * contiguous values, segment (ky, kx) at x[i] + ky * ystride + kx * xstride (dilation 1: one
+ * segment of KW * C values per kernel row).
+ * fconv: the reduction index p runs over the segments in order; c[i][j] = sum_p x_i[p] * b[p*NR + j]
+ *        with the fgemm panel block b (MR 6, NR 16): bit-identical to the fgemm micro-kernel on the
+ *        im2col rows.
+ * qconv: each segment is read as len / 2 int16 pairs (len even: an odd segment is extended by the
+ *        next value in memory, whose weight is zero); c[i][j] = sum over pairs m of
+ *        x_i[2m] * b[m*2*NR + 2j] + x_i[2m+1] * b[m*2*NR + 2j + 1] (int32 lanes; MR 6, NR 16). */
+typedef struct xk_conv_segs {
+  size_t kh, kw, len;
+  size_t ystride, xstride; /* in input elements */
+} xk_conv_segs;
+#define XK_CONV_MR 6
+#ifdef XK_HAVE_AVX2
+void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, float *c,
+                           size_t ldc);
+void xk_qconv_ukernel_avx2(size_t mr, const int16_t *const *x, const xk_conv_segs *t, const int16_t *b, int32_t *c,
+                           size_t ldc);
+#endif
+
 #ifdef XK_HAVE_AVX2
 void xk_dw_row_avx2(const xk_dw_row *r);
 void xk_pool_row_avx2(const xk_pool_row *r);
