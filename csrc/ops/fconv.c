@@ -178,20 +178,16 @@ static void tiled_task(void *ctx, size_t t) {
 }
 
 /* ------------------------------------------------------------------ direct path (AVX2, C <= 4) */
-/* Whether the direct path applies: AVX2 panels, few input channels, not XK_NO_DIRECT_CONV. */
-static int use_direct_conv(const xk_fgemm_desc *d, const xk_conv_shape *s) {
-#ifdef XK_HAVE_AVX2
-  if (d != &xk_fgemm_avx2 || s->c > DIRECT_MAX_C) return 0;
-  return getenv("XK_NO_DIRECT_CONV") == NULL;
-#else
-  (void)d, (void)s;
-  return 0;
-#endif
-}
-
 /* The zero-padded input: [n][pad_t + h + pad_b][pad_l + w + pad_r][c] floats. */
 static size_t xpad_bytes(const xk_conv_shape *s) {
   return xk_align_up(s->n * (s->pad_t + s->h + s->pad_b) * (s->pad_l + s->w + s->pad_r) * s->c * sizeof(float));
+}
+
+#ifdef XK_HAVE_AVX2
+/* Whether the direct path applies: AVX2 panels, few input channels, not XK_NO_DIRECT_CONV. */
+static int use_direct_conv(const xk_fgemm_desc *d, const xk_conv_shape *s) {
+  if (d != &xk_fgemm_avx2 || s->c > DIRECT_MAX_C) return 0;
+  return getenv("XK_NO_DIRECT_CONV") == NULL;
 }
 
 static void pad_input(const xk_conv_shape *s, const float *in, float *xp, size_t hp, size_t wp) {
@@ -209,7 +205,6 @@ static void pad_input(const xk_conv_shape *s, const float *in, float *xp, size_t
   }
 }
 
-#ifdef XK_HAVE_AVX2
 /* Output pixels [r0, r0 + rows) (rows <= MT), all column groups, A straight from the padded input. */
 static void direct_tile(const fjob *j, size_t r0, size_t rows) {
   const xk_conv_shape *s = j->s;
