@@ -102,16 +102,56 @@ xk_status xk_global_avgpool(size_t n, size_t hw, size_t c, const float *in, floa
   return XK_OK;
 }
 
+/* add: blocks of whole rows (about ADD_BLOCK floats), the activation applied to a block while it
+ * is in cache; the blocks split over threads above SERIAL_ELEMS elements. */
+#define ADD_BLOCK ((size_t)1 << 14)
+typedef struct add_job {
+  size_t rows, c, rows_per_task;
+  const float *a, *b;
+  const xk_act_params *act;
+  float *out;
+  int avx2;
+} add_job;
+
+static void add_task(void *ctx, size_t t) {
+  const add_job *j = (const add_job *)ctx;
+  const size_t r0 = t * j->rows_per_task, nr = j->rows - r0 < j->rows_per_task ? j->rows - r0 : j->rows_per_task;
+  const size_t off = r0 * j->c, count = nr * j->c;
+  const float *a = j->a + off, *b = j->b + off;
+  float *y = j->out + off;
+#ifdef XK_HAVE_AVX2
+  if (j->avx2) {
+    xk_add_avx2(a, b, y, count);
+  } else
+#endif
+  {
+    for (size_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+  }
+  if (j->act) {
+    if (j->act->kind == XK_ACT_PRELU && j->act->alpha_count != 1) {
+      for (size_t r = 0; r < nr; r++) xk_act_inplace(j->act, y + r * j->c, j->c, 0);
+    } else {
+      xk_act_inplace(j->act, y, count, 0); /* the same function for every channel */
+    }
+  }
+}
+
 xk_status xk_add(size_t rows, size_t c, const float *a, const float *b, const xk_act_params *act, float *out) {
   if (!a || !b || !out) return xk_fail(XK_ERR_ARGUMENT, "xk_add: null buffer");
-  const size_t count = rows * c;
   if (act && act->kind != XK_ACT_NONE) {
     xk_status st = xk_act_check(act, c, "xk_add");
     if (st != XK_OK) return st;
-    for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
-    for (size_t r = 0; r < rows; r++) xk_act_inplace(act, out + r * c, c, 0);
   } else {
-    for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
+    act = NULL;
+  }
+  if (rows == 0 || c == 0) return XK_OK;
+  add_job j = {rows, c, 1, a, b, act, out, xk_use_avx2()};
+  j.rows_per_task = ADD_BLOCK / c ? ADD_BLOCK / c : 1;
+  const size_t ntasks = xk_div_up(rows, j.rows_per_task);
+  if (rows * c < SERIAL_ELEMS || ntasks == 1) {
+    for (size_t t = 0; t < ntasks; t++) add_task(&j, t);
+  } else {
+    xk_parallel_for(ntasks, add_task, &j);
   }
   return XK_OK;
 }

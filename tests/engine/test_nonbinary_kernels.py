@@ -136,3 +136,26 @@ def test_pools_identical_on_every_isa_and_match_torch(case):
         for inc in (0, 1):
             av = F.avg_pool2d(xt, k, s, padding=p, count_include_pad=bool(inc)).permute(0, 2, 3, 1).reshape(-1, c)
             np.testing.assert_allclose(out["scalar"][1 + inc], av.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows,c", [(1, 1), (3, 7), (5, 64), (56 * 56, 64), (28 * 28, 131), (2, 40000)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_add_every_isa_exact(rows, c, threads):
+    """The residual add (AVX2 blocks, split over threads above a size threshold, activation fused
+    per block): exactly a + b then the activation, on every ISA."""
+    rng = np.random.default_rng(rows + c)
+    a = rng.normal(size=(rows, c)).astype(np.float32)
+    b = rng.normal(size=(rows, c)).astype(np.float32)
+    alpha = rng.normal(size=c).astype(np.float32)
+    s = a + b
+    want = {"none": s, "relu": np.maximum(s, 0), "prelu": np.where(s >= 0, s, alpha * s)}
+    prev = _core.get_num_threads()
+    try:
+        _core.set_num_threads(threads)
+        for isa in ISAS:
+            with xk.use_isa(isa):
+                for name, act in [("none", {}), ("relu", {"act": 1}), ("prelu", {"act": 4, "alpha": alpha})]:
+                    got = ops.add(a, b, act, c).reshape(rows, c)
+                    np.testing.assert_array_equal(got, want[name], err_msg=f"{isa} {name}")
+    finally:
+        _core.set_num_threads(prev)

@@ -211,3 +211,19 @@ void xk_quantize_centered_avx2(const float *x, size_t n, float inv, float zpf, f
     else h[i] = (int16_t)v;
   }
 }
+
+void xk_add_avx2(const float *a, const float *b, float *y, size_t n) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 s0 = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    const __m256 s1 = _mm256_add_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+    const __m256 s2 = _mm256_add_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16));
+    const __m256 s3 = _mm256_add_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24));
+    _mm256_storeu_ps(y + i, s0);
+    _mm256_storeu_ps(y + i + 8, s1);
+    _mm256_storeu_ps(y + i + 16, s2);
+    _mm256_storeu_ps(y + i + 24, s3);
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  for (; i < n; i++) y[i] = a[i] + b[i];
+}

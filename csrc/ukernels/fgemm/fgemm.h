@@ -101,6 +101,8 @@ void xk_qconv_ukernel_avx2(size_t mr, const int16_t *const *x, const xk_conv_seg
 void xk_dw_row_avx2(const xk_dw_row *r);
 void xk_pool_row_avx2(const xk_pool_row *r);
 /* The int8 ops' input quantizer (csrc/ops/qconv.c): q - zp into f (float) or, when f is NULL, h. */
+/* y[i] = a[i] + b[i] (csrc/ops/elementwise.c xk_add); y may alias a or b. */
+void xk_add_avx2(const float *a, const float *b, float *y, size_t n);
 void xk_quantize_centered_avx2(const float *x, size_t n, float inv, float zpf, float *f, int16_t *h);
 #endif
 
