@@ -84,7 +84,8 @@ def main() -> None:
     model.eval()
     with torch.inference_mode():
         torch_logits = torch.cat([model(xte[i:i + 1000]) for i in range(0, len(xte), 1000)])
-    torch_acc = (torch_logits.argmax(1) == yte).float().mean().item()
+    torch_correct = int((torch_logits.argmax(1) == yte).sum())
+    torch_acc = torch_correct / len(yte)
 
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="xnorkit-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ def main() -> None:
     print("[3/4] running the 10,000 test images through the C engine")
     engine = xnorkit.Model(path, max_batch=100)
     engine_logits = np.concatenate([np.asarray(engine.run(xte[i:i + 100])) for i in range(0, len(xte), 100)])
-    engine_acc = float((engine_logits.argmax(1) == yte.numpy()).mean())
+    engine_correct = int((engine_logits.argmax(1) == yte.numpy()).sum())
+    engine_acc = engine_correct / len(yte)
     same_pred = float((engine_logits.argmax(1) == torch_logits.argmax(1).numpy()).mean())
     rel = np.abs(engine_logits - torch_logits.numpy()).max() / max(1e-12, np.abs(torch_logits.numpy()).max())
 
@@ -115,18 +117,24 @@ def main() -> None:
 
     float_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
     xk_bytes = path.stat().st_size
+    from xnorkit.nn import is_binary
+
+    binary_weights = sum(m.weight.numel() for m in model.modules() if hasattr(m, "export_spec") and is_binary(m))
     print()
     print(f"  training time           {train_s:8.1f} s  ({args.epochs} epochs, 2 CPU threads)")
     print(f"  test accuracy  PyTorch  {torch_acc * 100:8.2f} %")
     print(f"  test accuracy  engine   {engine_acc * 100:8.2f} %   (same prediction on {same_pred * 100:.2f} % "
           f"of images; max |logit diff| / max |logit| = {rel:.1e})")
     print(f"  model size     float32  {float_bytes / 1e6:8.2f} MB")
-    print(f"  model size     .xk      {xk_bytes / 1e6:8.3f} MB   ({float_bytes / xk_bytes:.1f}x smaller)")
+    print(f"  model size     .xk      {xk_bytes / 1e6:8.3f} MB   ({float_bytes / xk_bytes:.1f}x smaller; the first "
+          f"layer stays float32 for exactness)")
+    print(f"  binary layers  {binary_weights:,} weights: {binary_weights * 4 / 1e6:.2f} MB float32 -> "
+          f"{binary_weights / 8 / 1e6:.3f} MB at 1 bit each (32x)")
     print(f"  latency batch 1         PyTorch f32 {t_torch1 * 1e3:7.3f} ms   engine {t_eng1 * 1e3:7.3f} ms"
           f"   ({t_torch1 / t_eng1:.1f}x)")
     print(f"  latency batch 100       PyTorch f32 {t_torch100 * 1e3:7.3f} ms   engine {t_eng100 * 1e3:7.3f} ms"
           f"   ({t_torch100 / t_eng100:.1f}x)")
-    if engine_acc != torch_acc:
+    if engine_correct != torch_correct:
         print("  NOTE: engine and PyTorch accuracy differ (float rounding at a sign threshold)")
 
 
