@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU accuracy runs of benchmarks/accuracy.md: MNIST binarynet_mlp, MNIST bnn_mnist_cnn,
-# Fashion-MNIST bnn_mnist_cnn, each with its registered hyperparameter set, 2 threads.
+# Fashion-MNIST bnn_mnist_cnn (the default size and 1.5x wider), each with its registered
+# hyperparameter set, 2 threads.
 #
-#   XNORKIT_DATA=../shared/datasets examples/train_accuracy_cpu.sh [mlp|cnn|fashion|all]
+#   XNORKIT_DATA=../shared/datasets examples/train_accuracy_cpu.sh [mlp|cnn|fashion|fashion_wide|all]
 #
 # Each run writes its directory under $LOG_DIR (default runs/accuracy) and a copy of its
 # metrics.json and console log under benchmarks/results/accuracy/. Runs are resumable:
@@ -28,7 +29,8 @@ what=${1:-all}
 case "$what" in
   mlp|all) run mnist_binarynet_mlp binarynet_mlp mnist ours ;;&
   cnn|all) run mnist_bnn_mnist_cnn bnn_mnist_cnn mnist ours ;;&
-  fashion|all) run fashion_mnist_bnn_mnist_cnn bnn_mnist_cnn fashion_mnist fashion ;;
-  mlp|cnn) ;;
-  *) echo "usage: $0 [mlp|cnn|fashion|all]" >&2; exit 2 ;;
+  fashion|all) run fashion_mnist_bnn_mnist_cnn bnn_mnist_cnn fashion_mnist fashion ;;&
+  fashion_wide|all) run fashion_mnist_bnn_mnist_cnn_wide bnn_mnist_cnn fashion_mnist fashion_wide ;;
+  mlp|cnn|fashion) ;;
+  *) echo "usage: $0 [mlp|cnn|fashion|fashion_wide|all]" >&2; exit 2 ;;
 esac
