@@ -28,6 +28,20 @@
 #include <emmintrin.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define XK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define XK_ALWAYS_INLINE inline
+#endif
+
+/* x86-64 builds with the AVX2 kernels also compile the output stage for AVX2 (GCC / Clang
+ * function target), used when the op's kernel family is AVX2 or AVX-512. */
+#if defined(XK_HAVE_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XK_EPILOGUE_AVX2 1
+#else
+#define XK_EPILOGUE_AVX2 0
+#endif
+
 #define MC 64      /* rows per GEMM task */
 #define GROUP 64   /* output channels per GEMM task: one 64-bit word of packed output */
 #define MAX_MR 8
@@ -245,6 +259,7 @@ typedef struct bjob {
   const uint64_t *in;
   xk_pad_value pad;
   size_t cw;
+  int avx2; /* the AVX2 build of the output stage */
 } bjob;
 
 /* Packed-bits output of one row: bit c = (dot[c] < t[c]) XOR flip bit c. */
@@ -281,9 +296,11 @@ static void rowpos_next(const bjob *j, rowpos *p) {
   }
 }
 
-/* pos: the position of row i (pad-0 table lookups; NULL: computed here) */
-static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols, const uint32_t q[MAX_MR][GROUP],
-                     uint64_t flip, const rowpos *pos) {
+/* The output stage of MR rows. pos: the position of row i (pad-0 table lookups; NULL:
+ * computed here). Compiled twice: portable, and for AVX2 hosts with 256-bit vectors (same
+ * operations, no FMA contraction, so the same results). */
+static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols,
+                                           const uint32_t q[MAX_MR][GROUP], uint64_t flip, const rowpos *pos) {
   const xk_output *o = j->o;
   rowpos p = {0, 0, 0};
   if (j->base) p = pos ? *pos : rowpos_of(j, i);
@@ -305,8 +322,14 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
       case XK_OUT_INT32: memcpy((int32_t *)j->c + row * j->ldc + col0, dot, ncols * sizeof(int32_t)); break;
       case XK_OUT_FLOAT: {
         float *y = (float *)j->c + row * j->ldc + col0;
-        for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
-        xk_output_apply(o, y, col0, ncols);
+        if (o->scale && o->bias && o->act.kind == XK_ACT_NONE && !o->post_scale && !o->post_bias) {
+          /* the common case (folded BatchNorm), in one pass: y = s * dot + b, two roundings */
+          const float *sc = o->scale + col0, *bi = o->bias + col0;
+          for (size_t c = 0; c < ncols; c++) y[c] = sc[c] * (float)dot[c] + bi[c];
+        } else {
+          for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
+          xk_output_apply(o, y, col0, ncols);
+        }
         break;
       }
       case XK_OUT_BITS: {
@@ -316,6 +339,30 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
       }
     }
   }
+}
+
+static void epilogue_portable(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols,
+                              const uint32_t q[MAX_MR][GROUP], uint64_t flip, const rowpos *pos) {
+  epilogue_body(j, i, mr, col0, ncols, q, flip, pos);
+}
+
+#if XK_EPILOGUE_AVX2
+__attribute__((target("avx2"))) static void epilogue_avx2(const bjob *j, size_t i, size_t mr, size_t col0,
+                                                           size_t ncols, const uint32_t q[MAX_MR][GROUP],
+                                                           uint64_t flip, const rowpos *pos) {
+  epilogue_body(j, i, mr, col0, ncols, q, flip, pos);
+}
+#endif
+
+static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t ncols, const uint32_t q[MAX_MR][GROUP],
+                     uint64_t flip, const rowpos *pos) {
+#if XK_EPILOGUE_AVX2
+  if (j->avx2) {
+    epilogue_avx2(j, i, mr, col0, ncols, q, flip, pos);
+    return;
+  }
+#endif
+  epilogue_portable(j, i, mr, col0, ncols, q, flip, pos);
 }
 
 static void gemm_task(void *ctx, size_t t) {
@@ -395,6 +442,9 @@ static void rows_task(void *ctx, size_t t) {
 }
 
 static void run_gemm(bjob *j) {
+#if XK_EPILOGUE_AVX2
+  j->avx2 = (j->d->isa == XK_ISA_AVX2 || j->d->isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2);
+#endif
   if (j->in) {
     /* rows per task: a multiple of MR, up to MC, small enough for 4 tasks per thread */
     size_t nt = (size_t)xk_get_num_threads() * 4, mc = xk_round_up(xk_div_up(j->m, nt), j->d->mr);
