@@ -73,6 +73,45 @@ def test_export_c_writes_the_project(converted, tmp_path):
     assert r.exit_code != 0 and "not a C identifier" in r.output
 
 
+@pytest.mark.parametrize("target", ["host", "aarch64", "cortex-m4"])
+def test_exported_project_builds_and_matches_the_engine(converted, tmp_path, target):
+    """The exported C project as a user builds it (its own Makefile): on the host and for AArch64
+    (run under qemu) it reproduces xnorkit.Model's output; for Cortex-M4 the static library
+    builds without threads."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    import xnorkit
+
+    tools = {"host": ["make"], "aarch64": ["make", "aarch64-linux-gnu-gcc", "qemu-aarch64"],
+             "cortex-m4": ["make", "arm-none-eabi-gcc"]}[target]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+    out, _ = converted
+    proj = tmp_path / "c"
+    r = CliRunner().invoke(main, ["export-c", str(out), str(proj)])
+    assert r.exit_code == 0, r.output
+    args = {"host": [], "aarch64": ["CC=aarch64-linux-gnu-gcc", "ARCH=aarch64", "LDFLAGS=-static"],
+            "cortex-m4": ["lib", "CC=arm-none-eabi-gcc", "THREADS=0", "TARGET_FLAGS=-mcpu=cortex-m4 -mthumb"]}[target]
+    b = subprocess.run(["make", "-j2", *args], cwd=proj, capture_output=True, text=True)
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-2000:]
+    if target == "cortex-m4":
+        assert list(proj.glob("*.a")), "no static library"
+        return
+    x = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
+    np.transpose(x, (0, 2, 3, 1)).tofile(tmp_path / "in.f32")  # the engine's stored layout: NHWC
+    runner = ["qemu-aarch64"] if target == "aarch64" else []
+    res = subprocess.run([*runner, str(proj / "xk_main"), str(tmp_path / "in.f32"), str(tmp_path / "out.f32")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = np.fromfile(tmp_path / "out.f32", np.float32)
+    want = np.asarray(xnorkit.Model(out).run(x), np.float32).ravel()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
