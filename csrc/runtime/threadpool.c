@@ -8,7 +8,15 @@
  *
  * The claim word packs (generation << 32 | tasks left); a helper claims only within the
  * generation it was woken for, so a late helper can never take a task of a newer job.
+ *
+ * After a job a helper keeps polling for the next one for XK_SPIN_US microseconds before it
+ * sleeps on the condition variable, and the caller signals only when a helper sleeps: the ops
+ * of a model run back to back, and waking a sleeping thread (a system call, and on a virtual
+ * machine an interrupt to a halted vCPU) costs tens of microseconds, as much as a small op.
  * Build with XK_NO_THREADS (microcontrollers) for a serial implementation. */
+#if !defined(_POSIX_C_SOURCE) && !defined(XK_NO_THREADS)
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, pthreads under -std=c99/c11 */
+#endif
 #include <stdlib.h>
 
 #include "../xk_internal.h"
@@ -28,15 +36,35 @@ void xk_parallel_for(size_t ntasks, xk_task_fn fn, void *ctx) {
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #define XK_MAX_THREADS 64
+#ifndef XK_SPIN_US
+#define XK_SPIN_US 200
+#endif
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static uint64_t now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
 
 static struct {
-  pthread_mutex_t mu;      /* guards gen_published and the condition variable */
+  pthread_mutex_t mu;      /* guards sleeping on the condition variable */
   pthread_cond_t cv;
   pthread_mutex_t job_mu;  /* one job at a time; a concurrent caller runs serially */
   pthread_t threads[XK_MAX_THREADS];
   int nhelpers;            /* helpers started so far */
-  uint32_t gen_published;
+  _Atomic uint32_t gen_published; /* written by the job's caller only (job_mu) */
+  _Atomic int sleepers;    /* helpers waiting (or about to wait) on cv */
   _Atomic uint64_t claim;  /* gen << 32 | tasks left */
   _Atomic size_t done;
   size_t ntasks;
@@ -84,17 +112,30 @@ static void run_claims(uint32_t gen) {
   }
 }
 
+/* The next generation after `seen`: polled for XK_SPIN_US, then waited for on cv. */
+static uint32_t wait_next(uint32_t seen) {
+  uint32_t g = atomic_load(&g_pool.gen_published);
+  if (g != seen) return g;
+  uint64_t t0 = now_us();
+  for (unsigned i = 1;; i++) {
+    cpu_relax();
+    if ((g = atomic_load(&g_pool.gen_published)) != seen) return g;
+    if (i % 64 == 0 && now_us() - t0 > XK_SPIN_US) break;
+  }
+  pthread_mutex_lock(&g_pool.mu);
+  atomic_fetch_add(&g_pool.sleepers, 1); /* seq_cst: the caller reads it after publishing */
+  while ((g = atomic_load(&g_pool.gen_published)) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
+  atomic_fetch_sub(&g_pool.sleepers, 1);
+  pthread_mutex_unlock(&g_pool.mu);
+  return g;
+}
+
 static void *helper_main(void *arg) {
   (void)arg;
-  uint32_t seen = 0;
-  pthread_mutex_lock(&g_pool.mu);
-  seen = g_pool.gen_published;
+  uint32_t seen = atomic_load(&g_pool.gen_published);
   for (;;) {
-    while (g_pool.gen_published == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
-    seen = g_pool.gen_published;
-    pthread_mutex_unlock(&g_pool.mu);
+    seen = wait_next(seen);
     run_claims(seen);
-    pthread_mutex_lock(&g_pool.mu);
   }
   return NULL;
 }
@@ -120,12 +161,16 @@ void xk_parallel_for(size_t ntasks, xk_task_fn fn, void *ctx) {
   g_pool.ctx = ctx;
   g_pool.ntasks = ntasks;
   atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
-  pthread_mutex_lock(&g_pool.mu);
-  uint32_t gen = ++g_pool.gen_published;
-  if (gen == 0) gen = ++g_pool.gen_published; /* skip 0 after wrap-around */
+  uint32_t gen = atomic_load(&g_pool.gen_published) + 1;
+  if (gen == 0) gen = 1; /* 0 is never a live generation */
+  /* the claim word (and the job above) first, then the generation helpers poll for */
   atomic_store_explicit(&g_pool.claim, ((uint64_t)gen << 32) | (uint64_t)ntasks, memory_order_release);
-  pthread_cond_broadcast(&g_pool.cv);
-  pthread_mutex_unlock(&g_pool.mu);
+  atomic_store(&g_pool.gen_published, gen); /* seq_cst, ordered before reading sleepers */
+  if (atomic_load(&g_pool.sleepers) > 0) {
+    pthread_mutex_lock(&g_pool.mu);
+    pthread_cond_broadcast(&g_pool.cv);
+    pthread_mutex_unlock(&g_pool.mu);
+  }
 
   run_claims(gen);
   for (unsigned spins = 0; atomic_load_explicit(&g_pool.done, memory_order_acquire) < ntasks; spins++)
