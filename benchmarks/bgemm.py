@@ -25,6 +25,11 @@ import time
 import warnings
 from pathlib import Path
 
+# Every runtime here shares the process (and its 2 cores) with torch: libgomp's worker threads
+# otherwise keep spinning after each torch call and take the core another runtime's helper
+# thread needs. Passive waiting makes them sleep between calls (a thread wake per torch call).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHAPES = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
           (4096, 4096, 4096), (1, 4096, 4096), (1, 1000, 4096)]
 QUICK_SHAPES = [(256, 256, 256), (512, 512, 512), (1, 1000, 4096)]

@@ -38,6 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# Every runtime here shares the process (and its 2 cores) with torch: libgomp's worker threads
+# otherwise keep spinning after each torch call and take the core another runtime's helper
+# thread needs. Passive waiting makes them sleep between calls (a thread wake per torch call).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 
@@ -324,7 +329,9 @@ def write_results(out: dict, base: Path) -> None:
         "in float32; xnorkit int8: the same model with int8 non-binary layers (calibrated on random data).",
         "",
         "Times in ms: median [min-max] over the repeated runs; ratios = peer median / xnorkit median in the same "
-        "run and thread count. PyTorch BNN: the model itself in float32 eager (binarization simulated); "
+        "run and thread count. All runtimes share one process; torch's OpenMP threads wait passively "
+        f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}) so they do not spin on the core another runtime's "
+        "thread needs. PyTorch BNN: the model itself in float32 eager (binarization simulated); "
         "float twin: the same architecture with every quantizer removed (a float network), in PyTorch eager and "
         "exported to ONNX for onnxruntime. "
         "LCE: larq-zoo model converted by larq-compute-engine, `Interpreter(use_indirect_bgemm=True, "
