@@ -134,6 +134,12 @@ def render(results: list[dict], quick: bool) -> str:
                  "per second / measured clock / threads. Ratios: peer median time / binary median time "
                  "(same run, same thread count). bf16 is not run above 2048^3 (no bf16 hardware here: a 4096^3 "
                  "call takes minutes).\n")
+    if min(r["ghz"] for r in results) < 2.0:
+        lines.append("**The measured clock is far below this CPU's ~3 GHz**: the clock is timed with a chain of "
+                     "dependent adds, so a low figure means the virtual machine got only part of a core while it "
+                     "ran (an overcommitted host). Absolute times are inflated and the MACs/cycle column is not "
+                     "meaningful for this run; the ratios compare runtimes measured in the same run and remain "
+                     "valid.\n")
     for r in results:
         t = r["threads"]
         lines.append(f"\n## {t} thread{'s' if t > 1 else ''}\n")
