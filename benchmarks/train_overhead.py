@@ -28,6 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+# libgomp's default spin-waiting made identical 2-thread steps vary 2x between repetitions on
+# the 2-vCPU machines here (a spinning worker competes with whatever else runs); passive waiting
+# gives both the float and the quantized step the same, steadier threading.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 from torch import nn
 
@@ -225,7 +230,7 @@ Machine: {machine}.
 Command: `python benchmarks/train_overhead.py{' --quick' if args.quick else ''}`
 
 One step = zero_grad + forward + `out.square().mean()` + backward (input gradient included)
-+ Adam step. Float and quantized steps alternate in the same run; times are medians with
++ Adam step. torch's OpenMP threads wait passively (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}) for both. Float and quantized steps alternate in the same run; times are medians with
 min-max in brackets; overhead = quantized median / float median from the same run (the
 ratio of minima, the least-disturbed repetitions, is shown beside it). Goal:
 <= {GOAL}x for the ste_sign/ste_sign rows. The extra rows show BinaryNet's latent-weight
