@@ -278,6 +278,14 @@ static uint64_t threshold_word(const int32_t *dot, const int32_t *t, size_t ncol
   return word ^ flip;
 }
 
+/* The flip bits of output channels [col0, col0 + ncols) as one packed-output word (0 without). */
+static uint64_t flip_word(const xk_output *o, size_t col0, size_t ncols) {
+  uint64_t flip = 0;
+  if (o->kind == XK_OUT_BITS && o->flip)
+    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(o->flip[col0 + c] & 1) << c;
+  return flip;
+}
+
 /* Output position of a GEMM row (batch, y, x), stepped row by row without division. */
 typedef struct rowpos {
   size_t b, y, x;
@@ -372,9 +380,7 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t flip = 0;
-  if (j->o->kind == XK_OUT_BITS && j->o->flip)
-    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
+  const uint64_t flip = flip_word(j->o, col0, ncols);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
     for (size_t c = 0; c < ncols; c += d->nr)
@@ -388,7 +394,7 @@ static void gemm_task(void *ctx, size_t t) {
  * input: a tap is cw words, and a run of kx taps inside the image (stride 1) is one copy. */
 static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
   const xk_conv_shape *s = j->s;
-  const size_t cw2 = j->cw; /* words per tap */
+  const size_t tw = j->cw; /* words per tap */
   const size_t b = pos.b, oy = pos.y, ox = pos.x;
   const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
@@ -396,21 +402,21 @@ static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
   const int run = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w; /* all kx taps inside */
   for (size_t ky = 0; ky < s->kh; ky++) {
     const long iy = iy0 + (long)ky * dh;
-    const uint64_t *row = j->in + (b * s->h + (size_t)(iy < 0 ? 0 : iy)) * s->w * cw2;
+    const uint64_t *row = j->in + (b * s->h + (size_t)(iy < 0 ? 0 : iy)) * s->w * tw;
     if (iy < 0 || iy >= (long)s->h) {
-      for (size_t w = 0; w < s->kw * cw2; w++) dst[w] = fill;
-      dst += s->kw * cw2;
+      for (size_t w = 0; w < s->kw * tw; w++) dst[w] = fill;
+      dst += s->kw * tw;
       continue;
     }
     if (run) {
-      memcpy(dst, row + (size_t)ix0 * cw2, s->kw * cw2 * 8);
-      dst += s->kw * cw2;
+      memcpy(dst, row + (size_t)ix0 * tw, s->kw * tw * 8);
+      dst += s->kw * tw;
       continue;
     }
-    for (size_t kx = 0; kx < s->kw; kx++, dst += cw2) {
+    for (size_t kx = 0; kx < s->kw; kx++, dst += tw) {
       const long ix = ix0 + (long)kx * dw;
-      if (ix >= 0 && ix < (long)s->w) memcpy(dst, row + (size_t)ix * cw2, cw2 * 8);
-      else for (size_t w = 0; w < cw2; w++) dst[w] = fill;
+      if (ix >= 0 && ix < (long)s->w) memcpy(dst, row + (size_t)ix * tw, tw * 8);
+      else for (size_t w = 0; w < tw; w++) dst[w] = fill;
     }
   }
 }
@@ -430,9 +436,7 @@ static void rows_task(void *ctx, size_t t) {
     for (size_t r = 0; r < mr; r++, rowpos_next(j, &next)) gather_row(j, next, rows + r * j->kwords);
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
-      uint64_t flip = 0;
-      if (j->o->kind == XK_OUT_BITS && j->o->flip)
-        for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(j->o->flip[col0 + c] & 1) << c;
+      const uint64_t flip = flip_word(j->o, col0, ncols);
       for (size_t c = 0; c < ncols; c += d->nr)
         d->ukernel(mr, j->kwords, rows, j->kwords, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c],
                    GROUP);

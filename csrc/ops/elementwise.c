@@ -232,28 +232,5 @@ void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc,
       return;
     }
   }
-  for (size_t r = 0; r < rows; r++) {
-    float *v = y + r * ldc;
-    if (o->scale) {
-      const float *s = o->scale + col0;
-      if (o->bias) {
-        const float *b = o->bias + col0;
-        for (size_t c = 0; c < n; c++) v[c] = s[c] * v[c] + b[c]; /* no contraction: two roundings */
-      } else {
-        for (size_t c = 0; c < n; c++) v[c] = s[c] * v[c];
-      }
-    } else if (o->bias) {
-      const float *b = o->bias + col0;
-      for (size_t c = 0; c < n; c++) v[c] = v[c] + b[c];
-    }
-    if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, v, n, col0);
-    if (o->post_scale) {
-      const float *s = o->post_scale + col0;
-      for (size_t c = 0; c < n; c++) v[c] = v[c] * s[c];
-    }
-    if (o->post_bias) {
-      const float *b = o->post_bias + col0;
-      for (size_t c = 0; c < n; c++) v[c] = v[c] + b[c];
-    }
-  }
+  for (size_t r = 0; r < rows; r++) xk_output_apply(o, y + r * ldc, col0, n);
 }

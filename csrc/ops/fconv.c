@@ -208,16 +208,11 @@ static void pad_input(const xk_conv_shape *s, const float *in, float *xp, size_t
 /* Output pixels [r0, r0 + rows) (rows <= MT), all column groups, A straight from the padded input. */
 static void direct_tile(const fjob *j, size_t r0, size_t rows) {
   const xk_conv_shape *s = j->s;
-  const size_t nr = j->d->nr, c = s->c;
+  const size_t nr = j->d->nr;
   const float *px[MT + XK_CONV_MR];
-  size_t b = r0 / (j->oh * j->ow), pix = r0 % (j->oh * j->ow), oy = pix / j->ow, ox = pix % j->ow;
-  for (size_t i = 0; i < rows; i++) {
-    px[i] = j->xpad + ((b * j->hp + oy * s->stride_h) * j->wp + ox * s->stride_w) * c;
-    if (++ox == j->ow) {
-      ox = 0;
-      if (++oy == j->oh) oy = 0, b++;
-    }
-  }
+  size_t off[MT];
+  xk_window_offsets(s, j->oh, j->ow, j->hp, j->wp, r0, rows, off);
+  for (size_t i = 0; i < rows; i++) px[i] = j->xpad + off[i];
   float q[XK_CONV_MR][GROUP];
   for (size_t g = 0; g < j->ngroups; g++) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;

@@ -47,8 +47,8 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
 void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row);
 /* The output stage in place on y[0..n) = channels [col0, col0 + n). */
 void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n);
-/* The output stage in place on channels [col0, col0 + n) of `rows` rows of y (stride ldc floats): the
- * same roundings as xk_output_apply per row, one pass per operation over all rows. */
+/* The output stage in place on channels [col0, col0 + n) of `rows` rows of y (stride ldc floats):
+ * xk_output_apply per row; an activation-only stage over contiguous rows is one pass. */
 void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n);
 /* An activation in place on y[0..n) = channels [ch0, ch0 + n). */
 void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0);
@@ -64,6 +64,20 @@ static inline int xk_use_avx2(void) {
 #endif
 }
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }
+
+/* Direct convolutions over a zero-padded NHWC input [n][hp][wp][c]: off[i] = element offset of
+ * the window origin of output pixel r0 + i (i < rows), output pixels counted over n x oh x ow. */
+static inline void xk_window_offsets(const xk_conv_shape *s, size_t oh, size_t ow, size_t hp, size_t wp, size_t r0,
+                                     size_t rows, size_t *off) {
+  size_t b = r0 / (oh * ow), pix = r0 % (oh * ow), oy = pix / ow, ox = pix % ow;
+  for (size_t i = 0; i < rows; i++) {
+    off[i] = ((b * hp + oy * s->stride_h) * wp + ox * s->stride_w) * s->c;
+    if (++ox == ow) {
+      ox = 0;
+      if (++oy == oh) oy = 0, b++;
+    }
+  }
+}
 xk_status xk_conv_check(const xk_conv_shape *s, const char *op, size_t *oh, size_t *ow);
 
 #endif

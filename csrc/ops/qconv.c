@@ -210,24 +210,31 @@ typedef struct qjob {
   size_t ldc;
 } qjob;
 
+/* Rows [row0, row0 + mr) x channels [col0, col0 + ncols) of exact int32 accumulators through the
+ * output stage (int32 as is, else as float through xk_output_store_f32). */
+static void store_rows(const xk_output *o, const int32_t (*q)[GROUP], size_t mr, size_t row0, size_t col0,
+                       size_t ncols, uint8_t *c, size_t ldc) {
+  float f[GROUP];
+  for (size_t r = 0; r < mr; r++) {
+    if (o->kind == XK_OUT_INT32) {
+      memcpy((int32_t *)c + (row0 + r) * ldc + col0, q[r], ncols * sizeof(int32_t));
+    } else {
+      for (size_t cc = 0; cc < ncols; cc++) f[cc] = (float)q[r][cc];
+      xk_output_store_f32(o, f, col0, ncols, c, ldc, row0 + r);
+    }
+  }
+}
+
 static void gemm_rows(const qjob *j, const int16_t *a, size_t r0, size_t rows, size_t g0, size_t gs) {
   const xk_qgemm_desc *d = j->d;
   int32_t q[XK_FGEMM_MAX_MR][GROUP];
-  float f[GROUP];
   for (size_t g = g0; g < j->ngroups; g += gs) {
     size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
       for (size_t c = 0; c < ncols; c += d->nr)
         d->ukernel(mr, j->kp, a + i * j->kp, j->kp, j->panel + ((col0 + c) / d->nr) * j->kp * d->nr, &q[0][c], GROUP);
-      for (size_t r = 0; r < mr; r++) {
-        if (j->o->kind == XK_OUT_INT32) {
-          memcpy((int32_t *)j->c + (r0 + i + r) * j->ldc + col0, q[r], ncols * sizeof(int32_t));
-        } else {
-          for (size_t c = 0; c < ncols; c++) f[c] = (float)q[r][c];
-          xk_output_store_f32(j->o, f, col0, ncols, j->c, j->ldc, r0 + i + r);
-        }
-      }
+      store_rows(j->o, (const int32_t(*)[GROUP])q, mr, r0 + i, col0, ncols, j->c, j->ldc);
     }
   }
 }
@@ -334,32 +341,19 @@ typedef struct qdjob {
 #ifdef XK_HAVE_AVX2
 static void qdirect_tile(const qdjob *j, size_t r0, size_t rows) {
   const xk_conv_shape *s = j->s;
-  const size_t nr = xk_qgemm_avx2.nr, c = s->c;
+  const size_t nr = xk_qgemm_avx2.nr;
   const int16_t *px[MT];
-  size_t b = r0 / (j->oh * j->ow), pix = r0 % (j->oh * j->ow), oy = pix / j->ow, ox = pix % j->ow;
-  for (size_t i = 0; i < rows; i++) {
-    px[i] = j->xpad + ((b * j->hp + oy * s->stride_h) * j->wp + ox * s->stride_w) * c;
-    if (++ox == j->ow) {
-      ox = 0;
-      if (++oy == j->oh) oy = 0, b++;
-    }
-  }
+  size_t off[MT];
+  xk_window_offsets(s, j->oh, j->ow, j->hp, j->wp, r0, rows, off);
+  for (size_t i = 0; i < rows; i++) px[i] = j->xpad + off[i];
   int32_t q[XK_CONV_MR][GROUP];
-  float f[GROUP];
   for (size_t g = 0; g < j->ngroups; g++) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     for (size_t i = 0; i < rows; i += XK_CONV_MR) {
       const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
       for (size_t cc = 0; cc < ncols; cc += nr)
         xk_qconv_ukernel_avx2(mr, px + i, &j->segs, j->panel + ((col0 + cc) / nr) * j->kq * nr, &q[0][cc], GROUP);
-      for (size_t r = 0; r < mr; r++) {
-        if (j->o->kind == XK_OUT_INT32) {
-          memcpy((int32_t *)j->c + (r0 + i + r) * j->ldc + col0, q[r], ncols * sizeof(int32_t));
-        } else {
-          for (size_t cc = 0; cc < ncols; cc++) f[cc] = (float)q[r][cc];
-          xk_output_store_f32(j->o, f, col0, ncols, j->c, j->ldc, r0 + i + r);
-        }
-      }
+      store_rows(j->o, (const int32_t(*)[GROUP])q, mr, r0 + i, col0, ncols, j->c, j->ldc);
     }
   }
 }
