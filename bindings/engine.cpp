@@ -482,6 +482,16 @@ void bind_engine(nb::module_ &m) {
     return need;
   });
 
+  m.def("nchw_to_nhwc", [](nb::ndarray<const float, nb::ndim<4>, nb::c_contig, nb::device::cpu> x) {
+    const size_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+    auto y = new_array<float>({n, h, w, c});
+    {
+      nb::gil_scoped_release nogil;
+      xk_check(xk_nchw_to_nhwc(n, c, h, w, x.data(), y.data()));
+    }
+    return y;
+  }, nb::arg("x"), "NCHW float32 -> a new NHWC array (the engine's image layout).");
+
   nb::module_ ops = m.def_submodule("ops", "engine operators (tests and benchmarks)");
   ops.def("bconv2d", &bconv2d);
   ops.def("bdense", &bdense);

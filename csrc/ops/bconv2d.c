@@ -304,6 +304,22 @@ static void rowpos_next(const bjob *j, rowpos *p) {
   }
 }
 
+/* y = pb + ps * relu(bi + sc * dot) for the stages flagged (use_*: compile-time constants at
+ * every call, so each combination is one branch-free loop). */
+static XK_ALWAYS_INLINE void stage_row(float *y, const int32_t *dot, size_t n, const float *sc, const float *bi,
+                                       const float *ps, const float *pb, int use_sc, int use_bi, int use_relu,
+                                       int use_ps, int use_pb) {
+  for (size_t c = 0; c < n; c++) {
+    float v = (float)dot[c];
+    if (use_sc) v = sc[c] * v;
+    if (use_bi) v = v + bi[c];
+    if (use_relu) v = v > 0.0f ? v : 0.0f;
+    if (use_ps) v = v * ps[c];
+    if (use_pb) v = v + pb[c];
+    y[c] = v;
+  }
+}
+
 /* The output stage of MR rows. pos: the position of row i (pad-0 table lookups; NULL:
  * computed here). Compiled twice: portable, and for AVX2 hosts with 256-bit vectors (same
  * operations, no FMA contraction, so the same results). */
@@ -330,13 +346,22 @@ static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, s
       case XK_OUT_INT32: memcpy((int32_t *)j->c + row * j->ldc + col0, dot, ncols * sizeof(int32_t)); break;
       case XK_OUT_FLOAT: {
         float *y = (float *)j->c + row * j->ldc + col0;
-        if (o->scale && o->bias && o->act.kind == XK_ACT_NONE && !o->post_scale && !o->post_bias) {
-          /* the common case (folded BatchNorm), in one pass: y = s * dot + b, two roundings */
-          const float *sc = o->scale + col0, *bi = o->bias + col0;
-          for (size_t c = 0; c < ncols; c++) y[c] = sc[c] * (float)dot[c] + bi[c];
-        } else {
-          for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
-          xk_output_apply(o, y, col0, ncols);
+        /* the common stages in one pass (same operations and roundings as xk_output_apply) */
+        const float *sc = o->scale ? o->scale + col0 : NULL, *bi = o->bias ? o->bias + col0 : NULL;
+        const float *ps = o->post_scale ? o->post_scale + col0 : NULL, *pb = o->post_bias ? o->post_bias + col0 : NULL;
+        const unsigned st = (sc ? 1u : 0u) | (bi ? 2u : 0u) | (o->act.kind == XK_ACT_RELU ? 4u : 0u) |
+                            (ps ? 8u : 0u) | (pb ? 16u : 0u);
+        const int plain_act = o->act.kind == XK_ACT_NONE || o->act.kind == XK_ACT_RELU;
+        switch (plain_act ? st : ~0u) {
+          case 1 | 2: stage_row(y, dot, ncols, sc, bi, NULL, NULL, 1, 1, 0, 0, 0); break; /* folded BatchNorm */
+          /* QuickNet: BatchNorm after ReLU */
+          case 4 | 8 | 16: stage_row(y, dot, ncols, NULL, NULL, ps, pb, 0, 0, 1, 1, 1); break;
+          case 1 | 4 | 8 | 16: stage_row(y, dot, ncols, sc, NULL, ps, pb, 1, 0, 1, 1, 1); break;
+          case 2 | 4 | 8 | 16: stage_row(y, dot, ncols, NULL, bi, ps, pb, 0, 1, 1, 1, 1); break;
+          case 1 | 2 | 4 | 8 | 16: stage_row(y, dot, ncols, sc, bi, ps, pb, 1, 1, 1, 1, 1); break;
+          default:
+            for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
+            xk_output_apply(o, y, col0, ncols);
         }
         break;
       }
@@ -421,6 +446,35 @@ static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
   }
 }
 
+/* im2col row r of a convolution whose taps are whole bytes (C % 8 == 0, e.g. C = 32): the
+ * first C/8 bytes of each input pixel back to back (the input's bits past C are not read), the
+ * bytes past K zero. */
+static void gather_row_bytes(const bjob *j, rowpos pos, uint64_t *dst) {
+  const xk_conv_shape *s = j->s;
+  const size_t tb = s->c / 8, pix = j->cw * 8; /* bytes per tap, bytes per input pixel */
+  const long iy0 = (long)(pos.y * s->stride_h) - (long)s->pad_t, ix0 = (long)(pos.x * s->stride_w) - (long)s->pad_l;
+  const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
+  const int fill = j->pad == XK_PAD_MINUS ? 0xff : 0;
+  const uint8_t *in = (const uint8_t *)j->in + pos.b * s->h * s->w * pix;
+  uint8_t *d = (uint8_t *)dst;
+  dst[j->kwords - 1] = 0; /* the bits past K */
+  for (size_t ky = 0; ky < s->kh; ky++) {
+    const long iy = iy0 + (long)ky * dh;
+    if (iy < 0 || iy >= (long)s->h) {
+      memset(d, fill, s->kw * tb);
+      d += s->kw * tb;
+      continue;
+    }
+    const uint8_t *row = in + (size_t)iy * s->w * pix;
+    for (size_t kx = 0; kx < s->kw; kx++, d += tb) {
+      const long ix = ix0 + (long)kx * dw;
+      if (ix < 0 || ix >= (long)s->w) memset(d, fill, tb);
+      else if (tb == 4) memcpy(d, row + (size_t)ix * pix, 4); /* C = 32: one 32-bit move */
+      else memcpy(d, row + (size_t)ix * pix, tb);
+    }
+  }
+}
+
 /* Implicit im2col: a task is a block of rows across all output channels, so each row is
  * gathered once and reused by every column block. */
 static void rows_task(void *ctx, size_t t) {
@@ -433,7 +487,10 @@ static void rows_task(void *ctx, size_t t) {
   rowpos pos = rowpos_of(j, i0), next = pos;
   for (size_t i = i0; i < i1; i += d->mr, pos = next) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
-    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next)) gather_row(j, next, rows + r * j->kwords);
+    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next)) {
+      if (j->s->c % 64) gather_row_bytes(j, next, rows + r * j->kwords);
+      else gather_row(j, next, rows + r * j->kwords);
+    }
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       const uint64_t flip = flip_word(j->o, col0, ncols);
@@ -539,9 +596,9 @@ static int direct_input(const xk_conv_shape *s) {
 }
 
 /* Convolutions whose im2col rows are gathered inside the GEMM tasks (kernels with
- * implicit_im2col, taps of whole words): no im2col matrix. */
+ * implicit_im2col, taps of whole words or whole bytes): no im2col matrix. */
 static int implicit_im2col(const xk_conv_shape *s, const xk_bgemm_ukernel_desc *d) {
-  return d->implicit_im2col && s->c % 64 == 0 && !direct_input(s);
+  return d->implicit_im2col && s->c % 8 == 0 && !direct_input(s);
 }
 
 size_t xk_bconv2d_workspace_size(const xk_conv_shape *s) {

@@ -223,6 +223,31 @@ xk_status xk_nhwc_to_nchw(size_t n, size_t h, size_t w, size_t c, const float *i
   return XK_OK;
 }
 
+/* One image row: C planes read side by side, pixels written interleaved. The 1- and 3-channel
+ * cases (grey and RGB inputs) have the channel count as a constant, so the loop is unrolled. */
+static void chw_row(size_t c, size_t w, size_t plane, const float *in, float *out) {
+  if (c == 3) {
+    for (size_t x = 0; x < w; x++) {
+      out[3 * x] = in[x];
+      out[3 * x + 1] = in[plane + x];
+      out[3 * x + 2] = in[2 * plane + x];
+    }
+  } else if (c == 1) {
+    memcpy(out, in, w * sizeof(float));
+  } else {
+    for (size_t x = 0; x < w; x++)
+      for (size_t ch = 0; ch < c; ch++) out[x * c + ch] = in[ch * plane + x];
+  }
+}
+
+xk_status xk_nchw_to_nhwc(size_t n, size_t c, size_t h, size_t w, const float *in, float *out) {
+  if (!in || !out || in == out) return xk_fail(XK_ERR_ARGUMENT, "xk_nchw_to_nhwc: null or aliased buffers");
+  const size_t plane = h * w;
+  for (size_t b = 0; b < n; b++)
+    for (size_t y = 0; y < h; y++) chw_row(c, w, plane, in + b * c * plane + y * w, out + (b * h + y) * w * c);
+  return XK_OK;
+}
+
 void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n) {
   if (rows == 0 || n == 0) return;
   if (ldc == n && col0 == 0 && rows > 1) { /* contiguous: channel-wise arrays repeat every n elements */

@@ -547,16 +547,19 @@ xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
  * integer of magnitude <= KH*KW * 255 * 128 < 2^24 (checked). */
 /* The depthwise op keeps the centred quantized input (q - zp) as float: exact small integers. */
 static size_t qdw_in_bytes(const xk_conv_shape *s) { return xk_align_up(s->n * s->h * s->w * s->c * sizeof(float)); }
+/* ... followed by the weights as float (exact), so the AVX2 rows load them without converting */
+static size_t qdw_w_bytes(const xk_conv_shape *s) { return xk_align_up(s->kh * s->kw * s->oc * sizeof(float)); }
 
 size_t xk_qdwconv2d_workspace_size(const xk_conv_shape *s) {
   if (xk_conv_check(s, "xk_qdwconv2d_workspace_size", NULL, NULL) != XK_OK) return 0;
-  return qdw_in_bytes(s);
+  return qdw_in_bytes(s) + qdw_w_bytes(s);
 }
 
 typedef struct qdwjob {
   const xk_conv_shape *s;
   size_t oh, ow, mult;
   const int8_t *w;
+  const float *wf; /* w as float */
   const float *qin;
   const xk_output *o;
   float *out;
@@ -576,7 +579,7 @@ static void qdw_task(void *ctx, size_t t) {
   float *yrow = j->out + (b * j->oh + oy) * j->ow * j->ldc;
 #ifdef XK_HAVE_AVX2
   if (j->avx2 && m == 1) {
-    xk_dw_row r = {j->qin + b * s->h * s->w * c, s->h, s->w, c, NULL, j->w, s->kh, s->kw, s->stride_w,
+    xk_dw_row r = {j->qin + b * s->h * s->w * c, s->h, s->w, c, j->wf, NULL, s->kh, s->kw, s->stride_w,
                    (size_t)dh, (size_t)dw, iy0, (long)s->pad_l, j->ow, yrow, j->ldc};
     xk_dw_row_avx2(&r);
     xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);
@@ -624,15 +627,16 @@ xk_status xk_qdwconv2d_run(const xk_conv_shape *s, const int8_t *w, const float 
   if (!w) return xk_fail(XK_ERR_ARGUMENT, "%s: null weights", op);
   if ((st = common_checks(in, out, o, s->oc, ldc, q, op)) != XK_OK) return st;
   if (o->kind != XK_OUT_FLOAT) return xk_fail(XK_ERR_ARGUMENT, "%s: only float output is supported", op);
-  size_t qb = qdw_in_bytes(s);
-  if (!ws || ws_size < qb) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, qb);
+  size_t qb = qdw_in_bytes(s), need = qb + qdw_w_bytes(s);
+  if (!ws || ws_size < need) return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, need);
   if (((uintptr_t)ws) % 4) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 4-byte aligned", op);
-  float *qin = (float *)ws;
+  float *qin = (float *)ws, *wf = (float *)((uint8_t *)ws + qb);
+  for (size_t i = 0; i < s->kh * s->kw * s->oc; i++) wf[i] = (float)w[i];
   const float inv = 1.0f / q.scale;
   const size_t count = s->n * s->h * s->w * s->c;
   const float zpf = (float)q.zero_point;
   quantize_all(in, count, inv, zpf, qin, NULL);
-  qdwjob j = {s, oh, ow, s->oc / s->c, w, qin, o, out, ldc, xk_use_avx2()};
+  qdwjob j = {s, oh, ow, s->oc / s->c, w, wf, qin, o, out, ldc, xk_use_avx2()};
   size_t ntasks = s->n * oh;
   if (s->n * oh * ow * s->oc * s->kh * s->kw < SERIAL_OPS) {
     for (size_t t = 0; t < ntasks; t++) qdw_task(&j, t);

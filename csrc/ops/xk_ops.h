@@ -198,6 +198,8 @@ xk_status xk_affine(size_t rows, size_t c, const float *in, const float *scale, 
 xk_status xk_softmax(size_t rows, size_t c, const float *in, float *out);
 /* NHWC -> NCHW (for a PyTorch-order flatten). */
 xk_status xk_nhwc_to_nchw(size_t n, size_t h, size_t w, size_t c, const float *in, float *out);
+/* NCHW -> NHWC (PyTorch-layout images into the engine's layout). */
+xk_status xk_nchw_to_nhwc(size_t n, size_t c, size_t h, size_t w, const float *in, float *out);
 
 /* Apply an activation to one value (channel ch); shared by the epilogues. */
 static inline float xk_act_apply(const xk_act_params *a, float x, size_t ch) {

@@ -230,6 +230,8 @@ class Model:
         add_batch, perm = input_plan(x.shape, spec, layout)
         if add_batch:
             x = x[None]
+        if perm == (0, 2, 3, 1):  # images: one pass in C (numpy's strided copy is ~10x slower)
+            return _core.nchw_to_nhwc(np.ascontiguousarray(x))
         if perm is not None:
             x = x.transpose(*perm)
         return np.ascontiguousarray(x, dtype=np.float32)

@@ -28,6 +28,8 @@ DW_CASES = [  # (n, h, w, c, k, stride, (t, l, b, r), dil)
     (1, 11, 9, 16, 3, 1, (2, 2, 2, 2), 2),    # dilation 2
     (1, 7, 7, 8, 2, 2, (0, 0, 0, 0), 1),
     (2, 6, 5, 33, 3, 1, (1, 1, 1, 1), 1),
+    (1, 8, 9, 30, 3, 1, (1, 1, 1, 1), 1),     # a partial fourth vector (24 + 6 channels)
+    (1, 9, 8, 12, 3, 1, (1, 1, 1, 1), 1),     # a partial second vector
 ]
 
 

@@ -60,6 +60,11 @@ SHAPES = [
     # whole-word taps (C % 64 == 0): the AVX2 column-lane kernel gathers im2col rows itself
     (2, 6, 5, 128, 67, 3, 3, (2, 1), (1, 0, 1, 1), (1, 2)),
     (1, 7, 9, 192, 5, 3, 2, (1, 1), (0, 1, 2, 0), (2, 1)),
+    # whole-byte taps (C % 8 == 0, e.g. QuickNetSmall's 32 channels): gathered bytewise
+    (2, 7, 6, 32, 33, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 9, 8, 32, 64, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2)),
+    (1, 6, 7, 40, 5, 3, 2, (1, 2), (0, 1, 2, 0), (2, 1)),
+    (1, 5, 5, 16, 70, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
 ]
 
 
@@ -126,10 +131,42 @@ def test_bconv2d_float_output_stage(act):
     np.testing.assert_allclose(res, y, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("stages", ["sc,bi", "relu,ps,pb", "sc,relu,ps,pb", "bi,relu,ps,pb", "sc,bi,relu,ps,pb",
+                                    "sc,bi,relu"])
+@pytest.mark.parametrize("c", [32, 64])
+def test_bconv2d_float_stage_exact(stages, c):
+    """The one-pass output stages round exactly like the op-by-op float32 reference."""
+    rng = np.random.default_rng(7)
+    oc = 70
+    want = set(stages.split(","))
+    vec = {k: rng.normal(size=oc).astype(np.float32) if k in want else None for k in ("sc", "bi", "ps", "pb")}
+    stage = {"kind": "float", "scale": vec["sc"], "bias": vec["bi"], "act": 1 if "relu" in want else 0,
+             "post_scale": vec["ps"], "post_bias": vec["pb"]}
+    stage = {k: v for k, v in stage.items() if v is not None}
+    ref, res = run_bconv(rng, 1, 7, 6, c, oc, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, out=stage)
+    y = ref.reshape(-1, oc).astype(np.float32)
+    if vec["sc"] is not None:
+        y = vec["sc"] * y
+    if vec["bi"] is not None:
+        y = y + vec["bi"]
+    if "relu" in want:
+        y = np.where(y > 0, y, np.float32(0))
+    if vec["ps"] is not None:
+        y = y * vec["ps"]
+    if vec["pb"] is not None:
+        y = y + vec["pb"]
+    np.testing.assert_array_equal(res.reshape(y.shape), y)
+
+
 def test_bconv2d_ignores_input_padding_bits():
     """Garbage in the padding bits of the packed input must not change the result."""
     rng = np.random.default_rng(3)
-    n, h, w, c, oc = 1, 5, 5, 70, 9
+    for c in (70, 32, 40):
+        _check_padding_bits_ignored(rng, c)
+
+
+def _check_padding_bits_ignored(rng, c):
+    n, h, w, oc = 1, 5, 5, 9
     x = rand_pm1(rng, (n, h, w, c))
     wt = rand_pm1(rng, (oc, 3, 3, c))
     xbits = pack_pm1(x.reshape(-1, c))
@@ -148,7 +185,7 @@ def test_bconv2d_ignores_input_padding_bits():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
-    c=st.sampled_from([1, 2, 7, 63, 64, 65, 127, 128, 129, 192]), oc=st.sampled_from([1, 3, 63, 64, 65, 130]),
+    c=st.sampled_from([1, 2, 7, 8, 24, 32, 63, 64, 65, 96, 127, 128, 129, 192]), oc=st.sampled_from([1, 3, 63, 64, 65, 130]),
     kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
     dil=st.integers(1, 2), pad_value=st.sampled_from([0, 1, -1]), seed=st.integers(0, 2**31),
     pads=st.tuples(*[st.integers(0, 3)] * 4),

@@ -215,3 +215,13 @@ def test_engine_matches_reference_oracle(cnn):
     y = xnorkit.Model(data, max_batch=3).run(x)
     r = reference.run(data, x)[0]
     np.testing.assert_allclose(y, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 1, 4, 3), (3, 5, 2, 9), (1, 3, 1, 1)])
+def test_nchw_to_nhwc_matches_numpy(shape):
+    from xnorkit import _core
+
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    np.testing.assert_array_equal(_core.nchw_to_nhwc(x), x.transpose(0, 2, 3, 1))
+    with pytest.raises(TypeError):
+        _core.nchw_to_nhwc(x[0])  # not 4-D

@@ -62,6 +62,10 @@ static inline __m256i tail_mask(size_t n) { /* lanes < n set, n in [0, 8] */
   return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
 }
 
+static inline __m256 load_x(const float *x, size_t n, __m256i mask) {
+  return n == 8 ? _mm256_loadu_ps(x) : _mm256_maskload_ps(x, mask);
+}
+
 static inline __m256 load_w(const xk_dw_row *r, size_t off, size_t n, __m256i mask) {
   if (r->wf) return n == 8 ? _mm256_loadu_ps(r->wf + off) : _mm256_maskload_ps(r->wf + off, mask);
   int64_t v = 0;
@@ -88,22 +92,18 @@ void xk_dw_row_avx2(const xk_dw_row *r) {
           if (ix < 0 || ix >= (long)r->w) continue;
           const float *x = xr + (size_t)ix * c;
           const size_t wo = (ky * kw + kx) * c + c0;
-          if (nb == 32) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), load_w(r, wo, 8, mlast), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), load_w(r, wo + 8, 8, mlast), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), load_w(r, wo + 16, 8, mlast), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), load_w(r, wo + 24, 8, mlast), a3);
-          } else if (nb == 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), load_w(r, wo, 8, mlast), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), load_w(r, wo + 8, 8, mlast), a1);
-          } else {
-            __m256 *acc[4] = {&a0, &a1, &a2, &a3};
-            for (size_t v = 0; v < nv; v++) {
-              const size_t n = v + 1 < nv ? 8 : nb - v * 8;
-              const __m256i m = n == 8 ? _mm256_set1_epi32(-1) : mlast;
-              __m256 xv = _mm256_maskload_ps(x + v * 8, m);
-              *acc[v] = _mm256_fmadd_ps(xv, load_w(r, wo + v * 8, n, m), *acc[v]);
-            }
+          /* one case per vector count, so the accumulators stay in registers; only the last
+           * vector of a block may be partial (masked loads) */
+          switch (nv) {
+            case 4: a3 = _mm256_fmadd_ps(load_x(x + 24, nb - 24, mlast), load_w(r, wo + 24, nb - 24, mlast), a3);
+              /* fall through */
+            case 3: a2 = _mm256_fmadd_ps(load_x(x + 16, nv == 3 ? nb - 16 : 8, mlast),
+                                         load_w(r, wo + 16, nv == 3 ? nb - 16 : 8, mlast), a2);
+              /* fall through */
+            case 2: a1 = _mm256_fmadd_ps(load_x(x + 8, nv == 2 ? nb - 8 : 8, mlast),
+                                         load_w(r, wo + 8, nv == 2 ? nb - 8 : 8, mlast), a1);
+              /* fall through */
+            default: a0 = _mm256_fmadd_ps(load_x(x, nv == 1 ? nb : 8, mlast), load_w(r, wo, nv == 1 ? nb : 8, mlast), a0);
           }
         }
       }
