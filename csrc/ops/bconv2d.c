@@ -7,9 +7,10 @@
  *
  * im2col row of output pixel p: the C bits of each tap (ky, kx) back to back (the format's weight
  * layout), K = KH*KW*C bits in ceil(K/64) words, the bits past K zero in both operands, so
- * padding never counts. When C is a multiple of 64 a tap is whole words (plain copies);
- * otherwise the taps are shifted into place, which keeps e.g. C = 32 at half the words of a
- * per-tap padded layout.
+ * padding never counts. When C is a multiple of 64 a tap is whole words (plain copies); when C
+ * is a multiple of 8 it is whole bytes (byte copies); otherwise the taps are shifted into place.
+ * Either way C = 32 takes half the words of a per-tap padded layout. With kernels that gather
+ * their own rows (implicit_im2col) the word and byte cases never build the im2col matrix.
  *
  * Taps outside the image, by pad value:
  *   +1  all bits 0: counted as +1 * w, exactly what a +1 pad does;

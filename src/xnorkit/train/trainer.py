@@ -55,6 +55,7 @@ from xnorkit.train.distributed import (
 )
 from xnorkit.train.hparams import HParams
 from xnorkit.train.losses import get_loss
+from xnorkit.train.memory import applied, keep_freed_memory, tuning_enabled
 from xnorkit.train.monitor import TensorBoardLogger, capture_activations
 from xnorkit.train.setup import (
     apply_weight_constraints,
@@ -165,6 +166,7 @@ def hardware_info(device: torch.device) -> dict:
             "torch": torch.__version__, "device": str(device), "python": platform.python_version()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["malloc_tuning"] = applied()
     return info
 
 
@@ -241,6 +243,8 @@ class _Trainer:
             torch.set_num_threads(cfg.threads)
         self.dist = init_distributed(cfg.device)
         self.device = self._device()
+        if self.device.type == "cpu" and tuning_enabled():
+            keep_freed_memory()  # no page faults for each step's re-allocated tensors (see train/memory.py)
         self.main = self.dist.is_main
         self._setup_run_dir()
         self._setup_data()
