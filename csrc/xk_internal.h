@@ -69,8 +69,8 @@ typedef struct xk_bgemm_ukernel_desc {
    * agree; see xk_ukernel_for_k). */
   const struct xk_bgemm_ukernel_desc *small_k;
   size_t small_k_max_kwords;
-  /* Convolutions with whole-word taps (C % 64 == 0) gather their im2col rows inside the GEMM
-   * tasks (MR rows at a time into a scratch buffer) instead of materializing im2col. */
+  /* Convolutions with whole-word or whole-byte taps (C % 8 == 0) gather their im2col rows inside
+   * the GEMM tasks (MR rows at a time into a scratch buffer) instead of materializing im2col. */
   int implicit_im2col;
 } xk_bgemm_ukernel_desc;
 

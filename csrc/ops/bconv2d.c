@@ -255,11 +255,10 @@ typedef struct bjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
-  /* implicit im2col (whole-word taps): rows are gathered from the input in the tasks */
+  /* implicit im2col (whole-word or whole-byte taps): rows are gathered from the input in the tasks */
   const xk_conv_shape *s;
   const uint64_t *in;
   xk_pad_value pad;
-  size_t cw;
   int avx2; /* the AVX2 build of the output stage */
 } bjob;
 
@@ -416,19 +415,20 @@ static void gemm_task(void *ctx, size_t t) {
   }
 }
 
-/* im2col row r of a convolution whose taps are whole words (C % 64 == 0), copied from the
- * input: a tap is cw words, and a run of kx taps inside the image (stride 1) is one copy. */
-static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
-  const xk_conv_shape *s = j->s;
-  const size_t tw = j->cw; /* words per tap */
+/* im2col row of output position pos for a convolution whose taps are whole words (C % 64 == 0),
+ * copied from the packed NHWC input: a tap is C/64 words, and a run of kx taps inside the image
+ * (stride 1) is one copy. */
+static void gather_row_words(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, rowpos pos,
+                             uint64_t *dst) {
+  const size_t tw = s->c / 64; /* words per tap */
   const size_t b = pos.b, oy = pos.y, ox = pos.x;
   const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
-  const uint64_t fill = j->pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
+  const uint64_t fill = pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
   const int run = dw == 1 && ix0 >= 0 && ix0 + (long)s->kw <= (long)s->w; /* all kx taps inside */
   for (size_t ky = 0; ky < s->kh; ky++) {
     const long iy = iy0 + (long)ky * dh;
-    const uint64_t *row = j->in + (b * s->h + (size_t)(iy < 0 ? 0 : iy)) * s->w * tw;
+    const uint64_t *row = in + (b * s->h + (size_t)(iy < 0 ? 0 : iy)) * s->w * tw;
     if (iy < 0 || iy >= (long)s->h) {
       for (size_t w = 0; w < s->kw * tw; w++) dst[w] = fill;
       dst += s->kw * tw;
@@ -447,18 +447,17 @@ static void gather_row(const bjob *j, rowpos pos, uint64_t *dst) {
   }
 }
 
-/* im2col row r of a convolution whose taps are whole bytes (C % 8 == 0, e.g. C = 32): the
- * first C/8 bytes of each input pixel back to back (the input's bits past C are not read), the
- * bytes past K zero. */
-static void gather_row_bytes(const bjob *j, rowpos pos, uint64_t *dst) {
-  const xk_conv_shape *s = j->s;
-  const size_t tb = s->c / 8, pix = j->cw * 8; /* bytes per tap, bytes per input pixel */
+/* The same for taps of whole bytes (C % 8 == 0, e.g. C = 32): the first C/8 bytes of each input
+ * pixel back to back (the input's bits past C are not read), the bytes past K (kwords words) zero. */
+static void gather_row_bytes(const xk_conv_shape *s, const uint64_t *input, xk_pad_value pad, size_t kwords,
+                             rowpos pos, uint64_t *dst) {
+  const size_t tb = s->c / 8, pix = xk_div_up(s->c, 64) * 8; /* bytes per tap, bytes per input pixel */
   const long iy0 = (long)(pos.y * s->stride_h) - (long)s->pad_t, ix0 = (long)(pos.x * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
-  const int fill = j->pad == XK_PAD_MINUS ? 0xff : 0;
-  const uint8_t *in = (const uint8_t *)j->in + pos.b * s->h * s->w * pix;
+  const int fill = pad == XK_PAD_MINUS ? 0xff : 0;
+  const uint8_t *in = (const uint8_t *)input + pos.b * s->h * s->w * pix;
   uint8_t *d = (uint8_t *)dst;
-  dst[j->kwords - 1] = 0; /* the bits past K */
+  dst[kwords - 1] = 0; /* the bits past K */
   for (size_t ky = 0; ky < s->kh; ky++) {
     const long iy = iy0 + (long)ky * dh;
     if (iy < 0 || iy >= (long)s->h) {
@@ -476,6 +475,13 @@ static void gather_row_bytes(const bjob *j, rowpos pos, uint64_t *dst) {
   }
 }
 
+/* One im2col row (kwords words) of a convolution with C % 8 == 0. */
+static void gather_row(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, size_t kwords, rowpos pos,
+                       uint64_t *dst) {
+  if (s->c % 64) gather_row_bytes(s, in, pad, kwords, pos, dst);
+  else gather_row_words(s, in, pad, pos, dst);
+}
+
 /* Implicit im2col: a task is a block of rows across all output channels, so each row is
  * gathered once and reused by every column block. */
 static void rows_task(void *ctx, size_t t) {
@@ -488,10 +494,8 @@ static void rows_task(void *ctx, size_t t) {
   rowpos pos = rowpos_of(j, i0), next = pos;
   for (size_t i = i0; i < i1; i += d->mr, pos = next) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
-    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next)) {
-      if (j->s->c % 64) gather_row_bytes(j, next, rows + r * j->kwords);
-      else gather_row(j, next, rows + r * j->kwords);
-    }
+    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
+      gather_row(j->s, j->in, j->pad, j->kwords, next, rows + r * j->kwords);
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       const uint64_t flip = flip_word(j->o, col0, ncols);
@@ -552,23 +556,12 @@ static void im2col_task(void *ctx, size_t t) {
   for (; r < r1; r++, ++ox == ow ? (ox = 0, ++oy == oh ? (oy = 0, b++) : 0) : 0) {
     long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
     uint64_t *dst = j->a + r * j->L->kwords;
-    if (s->c % 64 == 0) { /* whole-word taps */
-      for (size_t ky = 0; ky < s->kh; ky++) {
-        long iy = iy0 + (long)ky * dh;
-        for (size_t kx = 0; kx < s->kw; kx++, dst += cw) {
-          long ix = ix0 + (long)kx * dw;
-          if (iy < 0 || iy >= (long)s->h || ix < 0 || ix >= (long)s->w) {
-            const uint64_t fill = j->pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
-            for (size_t w = 0; w < cw; w++) dst[w] = fill;
-          } else {
-            const uint64_t *src = j->in + ((b * s->h + (size_t)iy) * s->w + (size_t)ix) * cw;
-            for (size_t w = 0; w < cw; w++) dst[w] = src[w];
-          }
-        }
-      }
+    const size_t kwords = j->L->kwords;
+    if (s->c % 8 == 0) { /* whole-word or whole-byte taps: copies */
+      const rowpos p = {b, oy, ox};
+      gather_row(s, j->in, j->pad, kwords, p, dst);
       continue;
     }
-    const size_t kwords = j->L->kwords;
     memset(dst, 0, kwords * 8);
     size_t pos = 0;
     for (size_t ky = 0; ky < s->kh; ky++) {
@@ -664,7 +657,6 @@ xk_status xk_bconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
     j.s = s;
     j.in = (const uint64_t *)in;
     j.pad = pad;
-    j.cw = L.cw;
     j.oh = L.oh;
     j.ow = L.ow;
   } else {

@@ -130,6 +130,18 @@ void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
   }
 }
 
+void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n) {
+  if (rows == 0 || n == 0) return;
+  if (ldc == n && col0 == 0 && rows > 1) { /* contiguous: channel-wise arrays repeat every n elements */
+    const int per_channel_act = o->act.kind == XK_ACT_PRELU && o->act.alpha_count != 1;
+    if (!o->scale && !o->bias && !o->post_scale && !o->post_bias && !per_channel_act) {
+      if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, y, rows * n, 0);
+      return;
+    }
+  }
+  for (size_t r = 0; r < rows; r++) xk_output_apply(o, y + r * ldc, col0, n);
+}
+
 void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row) {
   switch (o->kind) {
     case XK_OUT_FLOAT: {

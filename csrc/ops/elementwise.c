@@ -247,15 +247,3 @@ xk_status xk_nchw_to_nhwc(size_t n, size_t c, size_t h, size_t w, const float *i
     for (size_t y = 0; y < h; y++) chw_row(c, w, plane, in + b * c * plane + y * w, out + (b * h + y) * w * c);
   return XK_OK;
 }
-
-void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n) {
-  if (rows == 0 || n == 0) return;
-  if (ldc == n && col0 == 0 && rows > 1) { /* contiguous: channel-wise arrays repeat every n elements */
-    const int per_channel_act = o->act.kind == XK_ACT_PRELU && o->act.alpha_count != 1;
-    if (!o->scale && !o->bias && !o->post_scale && !o->post_bias && !per_channel_act) {
-      if (o->act.kind != XK_ACT_NONE) xk_act_inplace(&o->act, y, rows * n, 0);
-      return;
-    }
-  }
-  for (size_t r = 0; r < rows; r++) xk_output_apply(o, y + r * ldc, col0, n);
-}

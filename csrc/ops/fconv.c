@@ -321,11 +321,9 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
   if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
 #ifdef XK_HAVE_AVX2
   if (use_direct_conv(j.d, s) && ws_size >= xpad_bytes(s)) {
-    const size_t dh = xk_dil(s->dil_h), dw = xk_dil(s->dil_w), c = s->c;
     j.hp = s->pad_t + s->h + s->pad_b;
     j.wp = s->pad_l + s->w + s->pad_r;
-    const xk_conv_segs segs = {s->kh, dw == 1 ? 1 : s->kw, dw == 1 ? s->kw * c : c, dh * j.wp * c, dw * c};
-    j.segs = segs;
+    j.segs = xk_direct_segs(s, j.wp);
     j.xpad = (const float *)ws;
     pad_input(s, in, (float *)ws, j.hp, j.wp);
     nt = threads;

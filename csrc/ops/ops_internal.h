@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include "../ukernels/fgemm/fgemm.h"
 #include "../xk_internal.h"
 #include "xk_ops.h"
 
@@ -77,6 +78,14 @@ static inline void xk_window_offsets(const xk_conv_shape *s, size_t oh, size_t o
       if (++oy == oh) oy = 0, b++;
     }
   }
+}
+/* The reduction of a direct convolution as segments of its padded input, row width wp elements
+ * per channel-pixel (fgemm.h xk_conv_segs): one segment of KW * C values per kernel row, or per
+ * tap C values with dilation. wp = 0 gives the segment shape only (weight packing). */
+static inline xk_conv_segs xk_direct_segs(const xk_conv_shape *s, size_t wp) {
+  const size_t dh = xk_dil(s->dil_h), dw = xk_dil(s->dil_w), c = s->c;
+  xk_conv_segs g = {s->kh, dw == 1 ? 1 : s->kw, dw == 1 ? s->kw * c : c, dh * wp * c, dw * c};
+  return g;
 }
 xk_status xk_conv_check(const xk_conv_shape *s, const char *op, size_t *oh, size_t *ow);
 

@@ -101,18 +101,11 @@ static size_t panel_bytes(const xk_qgemm_desc *d, size_t n, size_t k) {
 }
 
 /* ------------------------------------------------------------------ direct path layout */
-/* The reduction as segments of the padded input (fgemm.h xk_conv_segs; strides set at run time). */
-static xk_conv_segs direct_segs(const xk_conv_shape *s) {
-  const int dil = xk_dil(s->dil_w) != 1;
-  xk_conv_segs g = {s->kh, dil ? s->kw : 1, dil ? s->c : s->kw * s->c, 0, 0};
-  return g;
-}
-
 /* The padded reduction length of the direct layout for weights packed for d, or 0 (GEMM layout). */
 static size_t direct_kq(const xk_qgemm_desc *d, const xk_conv_shape *s) {
 #ifdef XK_HAVE_AVX2
   if (d != &xk_qgemm_avx2 || s->c > DIRECT_MAX_C || getenv("XK_NO_DIRECT_CONV")) return 0;
-  xk_conv_segs g = direct_segs(s);
+  xk_conv_segs g = xk_direct_segs(s, 0);
   return g.kh * g.kw * kpad(g.len);
 #else
   (void)d, (void)s;
@@ -137,7 +130,7 @@ static xk_status pack_direct(const xk_qgemm_desc *d, const xk_conv_shape *s, siz
   xk_packed_header h = {XK_MAGIC_QGEMM, (uint32_t)d->isa, n, k, {kq, 0, 0, 0, 0}};
   memcpy(p, &h, sizeof h);
   int16_t *panel = (int16_t *)(p + XK_PACKED_HEADER);
-  const xk_conv_segs g = direct_segs(s);
+  const xk_conv_segs g = xk_direct_segs(s, 0);
   const size_t nr = d->nr, lenp = kpad(g.len);
   for (size_t blk = 0; blk < xk_div_up(n, nr); blk++) {
     int16_t *dst = panel + blk * kq * nr;
@@ -371,7 +364,7 @@ static xk_status run_qdirect(const xk_conv_shape *s, const xk_qgemm_desc *d, siz
                              const float *in, xk_quant q, const xk_output *o, void *out, size_t ldc, void *ws,
                              size_t ws_size, size_t oh, size_t ow, const char *op) {
 #ifdef XK_HAVE_AVX2
-  const xk_conv_segs g0 = direct_segs(s);
+  const xk_conv_segs g0 = xk_direct_segs(s, s->pad_l + s->w + s->pad_r);
   if (d != &xk_qgemm_avx2 || s->c > DIRECT_MAX_C || kq != g0.kh * g0.kw * kpad(g0.len))
     return xk_fail(XK_ERR_ARGUMENT, "%s: weights packed for a direct convolution of another shape", op);
   size_t need = xqpad_bytes(s);
@@ -390,8 +383,6 @@ static xk_status run_qdirect(const xk_conv_shape *s, const xk_qgemm_desc *d, siz
   j.hp = s->pad_t + s->h + s->pad_b;
   j.wp = s->pad_l + s->w + s->pad_r;
   j.segs = g0;
-  j.segs.ystride = xk_dil(s->dil_h) * j.wp * s->c;
-  j.segs.xstride = xk_dil(s->dil_w) * s->c;
   j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
   j.o = o;
   j.c = (uint8_t *)out;
