@@ -19,7 +19,8 @@ For each model (random weights, eval mode, batch 1):
     run with ``Interpreter(use_indirect_bgemm=True, use_xnnpack=True)`` in ``.venv-lce``
     (benchmarks/e2e_lce.py; skipped with a note when that venv is missing).
 
-Every timing is the median over ``--repeats`` runs (min-max in brackets), after warm-up runs;
+Runtimes are measured in interleaved rounds (each runs a chunk of 5 timed runs per round, after
+one untimed run). Every timing is the median over ``--repeats`` runs (min-max in brackets);
 ratios are peer median / xnorkit median measured in the same run at the same thread count.
 Writes benchmarks/results/e2e.md, e2e.json and the per-layer breakdown plot e2e_layers.png.
 """
@@ -171,8 +172,12 @@ def make_ort(model, x: torch.Tensor, threads: int, tmp: Path):
 
 
 def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int = 5) -> dict:
-    """Interleaved rounds: each runner runs `chunk` times per round, until every runner has
-    `repeats` samples or the budget is spent (at least 5 samples each)."""
+    """Interleaved rounds: each runner runs `chunk` + 1 times per round, the first run untimed,
+    until every runner has `repeats` samples or the budget is spent (at least 5 samples each).
+
+    The untimed run per chunk: on this shared virtual machine the first runs after the process
+    has waited (here: for the LCE worker's chunk) are often much slower, whichever runtime comes
+    next; every runtime gets the same one-run warm-up after the switch."""
     for name, r in runners.items():
         r(warmup) if name == "lce" else timed(r, warmup)
     ts: dict[str, list[float]] = {k: [] for k in runners}
@@ -181,9 +186,9 @@ def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int 
     while any(len(v) < repeats for v in ts.values()):
         for name, r in runners.items():
             if len(ts[name]) < repeats:
-                w, c = r(chunk) if name == "lce" else timed(r, chunk)
-                ts[name] += w
-                cs[name] += c
+                w, c = r(chunk + 1) if name == "lce" else timed(r, chunk + 1)
+                ts[name] += w[1:]
+                cs[name] += c[1:]
         if time.perf_counter() > t_end and all(len(v) >= 5 for v in ts.values()):
             break
     return {k: stats(v, cs[k]) for k, v in ts.items()}
@@ -329,7 +334,8 @@ def write_results(out: dict, base: Path) -> None:
         "in float32; xnorkit int8: the same model with int8 non-binary layers (calibrated on random data).",
         "",
         "Times in ms: median [min-max] over the repeated runs; ratios = peer median / xnorkit median in the same "
-        "run and thread count. All runtimes share one process; torch's OpenMP threads wait passively "
+        "run and thread count. The runtimes take turns in rounds of 5 timed runs each, every turn after one "
+        "untimed run (the first run after a switch is often slow on this shared machine). All runtimes share one process; torch's OpenMP threads wait passively "
         f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}) so they do not spin on the core another runtime's "
         "thread needs. PyTorch BNN: the model itself in float32 eager (binarization simulated); "
         "float twin: the same architecture with every quantizer removed (a float network), in PyTorch eager and "

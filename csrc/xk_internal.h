@@ -72,11 +72,24 @@ typedef struct xk_bgemm_ukernel_desc {
   /* Convolutions with whole-word or whole-byte taps (C % 8 == 0) gather their im2col rows inside
    * the GEMM tasks (MR rows at a time into a scratch buffer) instead of materializing im2col. */
   int implicit_im2col;
+  /* Optional variant for convolutions (several GEMM rows per image, rows reused across many
+   * column blocks): ops with at most conv_max_kwords words per row use *conv instead (chosen at
+   * packing time from the shape, see xk_ukernel_for_conv). */
+  const struct xk_bgemm_ukernel_desc *conv;
+  size_t conv_max_kwords;
+  /* Kernels that read A in their own row format: prep_a(src, kw, dst) writes a_expand * kw words
+   * for a row of kw words, and ukernel's a / lda_words refer to those rows. NULL: raw rows. */
+  void (*prep_a)(const uint64_t *src, size_t kw, uint64_t *dst);
+  size_t a_expand;
 } xk_bgemm_ukernel_desc;
 
 /* A rows of up to this many words take the AVX2 column-lane kernel in conv / dense ops. */
 #ifndef XK_AVX2_LANES_MAX_KWORDS
 #define XK_AVX2_LANES_MAX_KWORDS 512
+#endif
+/* ... and rows of up to this many words take the AVX2 nibble-split kernel in convolutions. */
+#ifndef XK_AVX2_SPLIT_MAX_KWORDS
+#define XK_AVX2_SPLIT_MAX_KWORDS 512
 #endif
 
 /* Per-ISA descriptors; NULL when the ISA is not compiled into this build. */
@@ -88,6 +101,9 @@ const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa);
 /* The micro-kernel family an op with kwords-word rows uses on `isa` (the small-K variant where
  * one exists and applies). */
 const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords);
+/* The family a convolution with kwords-word rows uses on `isa` (the conv variant where one exists
+ * and applies; XK_NO_CONV_KERNEL=1 disables it, for A/B benchmarks and tests). */
+const xk_bgemm_ukernel_desc *xk_ukernel_for_conv(xk_isa isa, size_t kwords);
 void xk_note_isa(xk_isa isa);
 
 /* Reference kernels (csrc/ref): plain loops over single bits; the C-side oracle. */

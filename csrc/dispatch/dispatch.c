@@ -119,5 +119,13 @@ const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords) {
   return d;
 }
 
+const xk_bgemm_ukernel_desc *xk_ukernel_for_conv(xk_isa isa, size_t kwords) {
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
+  static int disabled = -1;
+  if (disabled < 0) disabled = getenv("XK_NO_CONV_KERNEL") != NULL;
+  if (d && d->conv && kwords <= d->conv_max_kwords && !disabled) return d->conv;
+  return xk_ukernel_for_k(isa, kwords);
+}
+
 void xk_note_isa(xk_isa isa) { g_last_isa = (int)isa; }
 xk_isa xk_last_isa(void) { return (xk_isa)g_last_isa; }

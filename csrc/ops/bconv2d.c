@@ -29,12 +29,6 @@
 #include <emmintrin.h>
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define XK_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define XK_ALWAYS_INLINE inline
-#endif
-
 /* x86-64 builds with the AVX2 kernels also compile the output stage for AVX2 (GCC / Clang
  * function target), used when the op's kernel family is AVX2 or AVX-512. */
 #if defined(XK_HAVE_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -49,6 +43,7 @@
 #define SERIAL_WORK ((size_t)1 << 15) /* word pairs below which an op stays on one thread */
 #define ROWS_SCRATCH_WORDS 4096 /* 32 KiB: MR gathered im2col rows (implicit_im2col kernels) */
 _Static_assert(4 * XK_AVX2_LANES_MAX_KWORDS <= ROWS_SCRATCH_WORDS, "row scratch too small for the AVX2 lane kernel");
+_Static_assert(2 * 4 * XK_AVX2_SPLIT_MAX_KWORDS <= ROWS_SCRATCH_WORDS, "row scratch too small for the AVX2 split kernel");
 
 /* ------------------------------------------------------------------ bit helpers */
 /* Read nbits (<= 64) bits at bit offset pos of a little-endian bit stream, reading only the
@@ -119,7 +114,9 @@ static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa is
   L->taps = s->kh * s->kw;
   L->cw = xk_div_up(s->c, 64);
   L->kwords = xk_div_up(L->taps * s->c, 64);
-  L->d = xk_ukernel_for_k(isa, L->kwords);
+  /* convolutions (several rows per image) may take the ISA's conv kernel; dense layers keep the
+   * kernel that streams the weights once */
+  L->d = L->oh * L->ow >= 4 ? xk_ukernel_for_conv(isa, L->kwords) : xk_ukernel_for_k(isa, L->kwords);
   if (!L->d) return xk_fail(XK_ERR_UNSUPPORTED, "%s: no binary kernels for ISA %s", op, xk_isa_name(isa));
   if (L->kwords * 64 > (size_t)INT32_MAX / 4) return xk_fail(XK_ERR_SHAPE, "%s: reduction too long", op);
   size_t steps = xk_div_up(L->kwords * 8, L->d->chunk_bytes);
@@ -304,22 +301,6 @@ static void rowpos_next(const bjob *j, rowpos *p) {
   }
 }
 
-/* y = pb + ps * relu(bi + sc * dot) for the stages flagged (use_*: compile-time constants at
- * every call, so each combination is one branch-free loop). */
-static XK_ALWAYS_INLINE void stage_row(float *y, const int32_t *dot, size_t n, const float *sc, const float *bi,
-                                       const float *ps, const float *pb, int use_sc, int use_bi, int use_relu,
-                                       int use_ps, int use_pb) {
-  for (size_t c = 0; c < n; c++) {
-    float v = (float)dot[c];
-    if (use_sc) v = sc[c] * v;
-    if (use_bi) v = v + bi[c];
-    if (use_relu) v = v > 0.0f ? v : 0.0f;
-    if (use_ps) v = v * ps[c];
-    if (use_pb) v = v + pb[c];
-    y[c] = v;
-  }
-}
-
 /* The output stage of MR rows. pos: the position of row i (pad-0 table lookups; NULL:
  * computed here). Compiled twice: portable, and for AVX2 hosts with 256-bit vectors (same
  * operations, no FMA contraction, so the same results). */
@@ -347,21 +328,9 @@ static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, s
       case XK_OUT_FLOAT: {
         float *y = (float *)j->c + row * j->ldc + col0;
         /* the common stages in one pass (same operations and roundings as xk_output_apply) */
-        const float *sc = o->scale ? o->scale + col0 : NULL, *bi = o->bias ? o->bias + col0 : NULL;
-        const float *ps = o->post_scale ? o->post_scale + col0 : NULL, *pb = o->post_bias ? o->post_bias + col0 : NULL;
-        const unsigned st = (sc ? 1u : 0u) | (bi ? 2u : 0u) | (o->act.kind == XK_ACT_RELU ? 4u : 0u) |
-                            (ps ? 8u : 0u) | (pb ? 16u : 0u);
-        const int plain_act = o->act.kind == XK_ACT_NONE || o->act.kind == XK_ACT_RELU;
-        switch (plain_act ? st : ~0u) {
-          case 1 | 2: stage_row(y, dot, ncols, sc, bi, NULL, NULL, 1, 1, 0, 0, 0); break; /* folded BatchNorm */
-          /* QuickNet: BatchNorm after ReLU */
-          case 4 | 8 | 16: stage_row(y, dot, ncols, NULL, NULL, ps, pb, 0, 0, 1, 1, 1); break;
-          case 1 | 4 | 8 | 16: stage_row(y, dot, ncols, sc, NULL, ps, pb, 1, 0, 1, 1, 1); break;
-          case 2 | 4 | 8 | 16: stage_row(y, dot, ncols, NULL, bi, ps, pb, 0, 1, 1, 1, 1); break;
-          case 1 | 2 | 4 | 8 | 16: stage_row(y, dot, ncols, sc, bi, ps, pb, 1, 1, 1, 1, 1); break;
-          default:
-            for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
-            xk_output_apply(o, y, col0, ncols);
+        if (!xk_stage_rows(o, col0, ncols, 1, dot, NULL, 0, y, 0)) {
+          for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
+          xk_output_apply(o, y, col0, ncols);
         }
         break;
       }
@@ -398,6 +367,19 @@ static void epilogue(const bjob *j, size_t i, size_t mr, size_t col0, size_t nco
   epilogue_portable(j, i, mr, col0, ncols, q, flip, pos);
 }
 
+/* The mr rows at a (stride lda words) in the kernel's row format: a itself, or the rows
+ * converted into scratch (kernels with prep_a). *ld gets the stride in words. */
+static const uint64_t *kernel_rows(const xk_bgemm_ukernel_desc *d, const uint64_t *a, size_t lda, size_t mr,
+                                   size_t kw, uint64_t *scratch, size_t *ld) {
+  if (!d->prep_a) {
+    *ld = lda;
+    return a;
+  }
+  *ld = d->a_expand * kw;
+  for (size_t r = 0; r < mr; r++) d->prep_a(a + r * lda, kw, scratch + r * *ld);
+  return scratch;
+}
+
 static void gemm_task(void *ctx, size_t t) {
   const bjob *j = (const bjob *)ctx;
   const xk_bgemm_ukernel_desc *d = j->d;
@@ -405,12 +387,13 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
+  uint64_t prepped[ROWS_SCRATCH_WORDS]; /* used by kernels with prep_a only (kwords bounded) */
   const uint64_t flip = flip_word(j->o, col0, ncols);
   for (size_t i = i0; i < i1; i += d->mr) {
-    size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
+    size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
+    const uint64_t *a = kernel_rows(d, j->a + i * j->lda_w, j->lda_w, mr, j->kwords, prepped, &lda);
     for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kwords, j->a + i * j->lda_w, j->lda_w, j->blocks + ((col0 + c) / d->nr) * j->block_bytes,
-                 &q[0][c], GROUP);
+      d->ukernel(mr, j->kwords, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, NULL);
   }
 }
@@ -490,18 +473,18 @@ static void rows_task(void *ctx, size_t t) {
   const size_t mc = j->mtiles_rows;
   size_t i0 = t * mc, i1 = i0 + mc < j->m ? i0 + mc : j->m;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t rows[ROWS_SCRATCH_WORDS];
+  uint64_t rows[ROWS_SCRATCH_WORDS], prepped[ROWS_SCRATCH_WORDS];
   rowpos pos = rowpos_of(j, i0), next = pos;
   for (size_t i = i0; i < i1; i += d->mr, pos = next) {
-    size_t mr = i1 - i < d->mr ? i1 - i : d->mr;
+    size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
     for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
       gather_row(j->s, j->in, j->pad, j->kwords, next, rows + r * j->kwords);
+    const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
+    const uint8_t *blk = j->blocks; /* column block (col0 + c) / NR, stepped */
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       const uint64_t flip = flip_word(j->o, col0, ncols);
-      for (size_t c = 0; c < ncols; c += d->nr)
-        d->ukernel(mr, j->kwords, rows, j->kwords, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c],
-                   GROUP);
+      for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
       epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
     }
   }

@@ -107,6 +107,7 @@ void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0) {
 /* The output stage in place on channels [col0, col0 + n): one pass per operation, each a plain
  * loop the compiler vectorizes; the same roundings as evaluating xk_out_value per element. */
 void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
+  if (xk_stage_rows(o, col0, n, 1, NULL, y, 0, y, 0)) return; /* the common stages in one pass */
   if (o->scale) {
     const float *s = o->scale + col0;
     if (o->bias) {
@@ -139,6 +140,7 @@ void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc,
       return;
     }
   }
+  if (xk_stage_rows(o, col0, n, rows, NULL, y, ldc, y, ldc)) return;
   for (size_t r = 0; r < rows; r++) xk_output_apply(o, y + r * ldc, col0, n);
 }
 

@@ -39,6 +39,63 @@ static inline float xk_out_value(const xk_output *o, float acc, size_t ch) {
   return y;
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define XK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define XK_ALWAYS_INLINE inline
+#endif
+
+/* y = pb + ps * relu(bi + sc * x) for the stages flagged (use_*: compile-time constants at every
+ * call, so each combination is one branch-free loop). x is xi (int32, converted) or xf. */
+static XK_ALWAYS_INLINE void xk_stage_loop(float *y, const int32_t *xi, const float *xf, size_t n, const float *sc,
+                                           const float *bi, const float *ps, const float *pb, int use_sc, int use_bi,
+                                           int use_relu, int use_ps, int use_pb) {
+  for (size_t c = 0; c < n; c++) {
+    float v = xi ? (float)xi[c] : xf[c];
+    if (use_sc) v = sc[c] * v;
+    if (use_bi) v = v + bi[c];
+    if (use_relu) v = v > 0.0f ? v : 0.0f;
+    if (use_ps) v = v * ps[c];
+    if (use_pb) v = v + pb[c];
+    y[c] = v;
+  }
+}
+
+/* The float output stage of `rows` rows of channels [col0, col0 + n) in one pass per row, when it
+ * is one of the common combinations (folded BatchNorm, BatchNorm + ReLU, QuickNet's ReLU ->
+ * BatchNorm, ...): y row r = stage(x row r), x = xi (int32, stride ldx) or xf (float, stride ldx,
+ * may be y itself). Same operations and roundings as xk_output_apply. Returns 0 (nothing
+ * written) for other stages. Inline, so the caller's target (e.g. AVX2) vectorizes the loops. */
+static XK_ALWAYS_INLINE int xk_stage_rows(const xk_output *o, size_t col0, size_t n, size_t rows, const int32_t *xi,
+                                          const float *xf, size_t ldx, float *y, size_t ldy) {
+  if (o->act.kind != XK_ACT_NONE && o->act.kind != XK_ACT_RELU) return 0;
+  const float *sc = o->scale ? o->scale + col0 : NULL, *bi = o->bias ? o->bias + col0 : NULL;
+  const float *ps = o->post_scale ? o->post_scale + col0 : NULL, *pb = o->post_bias ? o->post_bias + col0 : NULL;
+  const unsigned st = (sc ? 1u : 0u) | (bi ? 2u : 0u) | (o->act.kind == XK_ACT_RELU ? 4u : 0u) | (ps ? 8u : 0u) |
+                      (pb ? 16u : 0u);
+#define XK_STAGE_CASE(S, SC, BI, RE, PS, PB)                                                                  \
+  case S:                                                                                                    \
+    for (size_t r = 0; r < rows; r++)                                                                        \
+      xk_stage_loop(y + r * ldy, xi ? xi + r * ldx : NULL, xi ? NULL : xf + r * ldx, n, sc, bi, ps, pb, SC, BI, \
+                    RE, PS, PB);                                                                             \
+    return 1;
+  switch (st) {
+    XK_STAGE_CASE(0, 0, 0, 0, 0, 0)
+    XK_STAGE_CASE(1, 1, 0, 0, 0, 0)
+    XK_STAGE_CASE(2, 0, 1, 0, 0, 0)
+    XK_STAGE_CASE(1 | 2, 1, 1, 0, 0, 0)         /* folded BatchNorm */
+    XK_STAGE_CASE(4, 0, 0, 1, 0, 0)
+    XK_STAGE_CASE(1 | 2 | 4, 1, 1, 1, 0, 0)     /* BatchNorm + ReLU */
+    XK_STAGE_CASE(2 | 4, 0, 1, 1, 0, 0)
+    XK_STAGE_CASE(4 | 8 | 16, 0, 0, 1, 1, 1)    /* QuickNet: ReLU -> BatchNorm */
+    XK_STAGE_CASE(1 | 4 | 8 | 16, 1, 0, 1, 1, 1)
+    XK_STAGE_CASE(2 | 4 | 8 | 16, 0, 1, 1, 1, 1)
+    XK_STAGE_CASE(1 | 2 | 4 | 8 | 16, 1, 1, 1, 1, 1)
+    default: return 0;
+  }
+#undef XK_STAGE_CASE
+}
+
 /* Validate an output stage for an op with n output channels. binary_acc: thresholds allowed. */
 xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op);
 

@@ -208,6 +208,9 @@ typedef struct qjob {
 static void store_rows(const xk_output *o, const int32_t (*q)[GROUP], size_t mr, size_t row0, size_t col0,
                        size_t ncols, uint8_t *c, size_t ldc) {
   float f[GROUP];
+  if (o->kind == XK_OUT_FLOAT &&
+      xk_stage_rows(o, col0, ncols, mr, &q[0][0], NULL, GROUP, (float *)c + row0 * ldc + col0, ldc))
+    return; /* the common stages, one pass per row */
   for (size_t r = 0; r < mr; r++) {
     if (o->kind == XK_OUT_INT32) {
       memcpy((int32_t *)c + (row0 + r) * ldc + col0, q[r], ncols * sizeof(int32_t));

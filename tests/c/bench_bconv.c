@@ -1,6 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
 /* Binary convolution micro-benchmark: the 3x3 layer shapes of Bi-Real Net / QuickNet at 224x224
- * input, batch 1, float output (scale + bias) and packed-bits output, calling-thread CPU time.
+ * input (and QuickNetSmall's 56x56 32-channel layer), batch 1, float output (scale + bias) and packed-bits output, calling-thread CPU time.
  *   bench_bconv [threads] [reps] [shape index] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
   int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 30;
   xk_set_num_threads(threads);
   static const size_t shapes[][4] = {{56, 64, 64, 1}, {28, 128, 128, 1}, {14, 256, 256, 1}, {7, 512, 512, 1},
-                                     {56, 64, 128, 2}, {28, 128, 256, 2}};
+                                     {56, 64, 128, 2}, {28, 128, 256, 2}, {56, 32, 32, 1}};
   const int only = argc > 3 ? atoi(argv[3]) : -1;
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
     if (only >= 0 && (size_t)only != si) continue;

@@ -1,7 +1,7 @@
 /* C-side tests of the binary compute core: every available ISA against the reference kernels
  * (csrc/ref) on random shapes, including awkward K (1, 63, 64, 65, primes, 4097), odd M/N,
  * M = 1, garbage in A's padding bits, every output kind, 1 and 2 threads, plus one-hot probes
- * that pin the bit order. Prints "N passed, M failed" and exits non-zero on any failure.
+ * that pin the bit order, and each micro-kernel family (main, small-K, conv) called directly. Prints "N passed, M failed" and exits non-zero on any failure.
  * Usage: xk_test_bgemm [isa ...]   (default: every ISA available here) */
 #include <math.h>
 #include <stdio.h>
@@ -133,6 +133,63 @@ static void test_gemm(xk_isa isa) {
   for (int r = 0; r < 12; r++) test_gemm_case(isa, 1 + rnd() % 70, 1 + rnd() % 140, 1 + rnd() % 2100, 1 + r % 2);
 }
 
+/* One micro-kernel family called directly (the conv and small-K variants are not reachable
+ * through xk_bgemm): its own panel layout and A row format, every mr, K around the kernels'
+ * block boundaries, A rows at a stride larger than K, against plain popcounts. */
+static void test_family(const xk_bgemm_ukernel_desc *d, const char *name) {
+  static const size_t kws[] = {1, 2, 3, 4, 5, 7, 31, 32, 62, 63, 64, 65, 72, 126, 127, 130};
+  enum { NR_MAX = 8, MR_MAX = 8, KW_MAX = 130 };
+  if (d->nr > NR_MAX || d->mr > MR_MAX) { CHECK(0, "%s: tile %zux%zu larger than the test's", name, d->mr, d->nr); return; }
+  for (size_t t = 0; t < sizeof kws / sizeof kws[0]; t++) {
+    const size_t kw = kws[t], lda = kw + 3, steps = xk_div_up(kw * 8, d->chunk_bytes);
+    const size_t stride = d->chunk_bytes * d->panel_expand, block = steps * d->nr * stride;
+    uint64_t *a = xmalloc(MR_MAX * lda * 8), *b = xmalloc(NR_MAX * kw * 8);
+    uint64_t *prepped = xmalloc(MR_MAX * (d->a_expand ? d->a_expand : 1) * kw * 8);
+    uint8_t *panel = xmalloc(block);
+    for (size_t i = 0; i < MR_MAX * lda; i++) a[i] = rnd();
+    for (size_t i = 0; i < NR_MAX * kw; i++) b[i] = rnd();
+    memset(panel, 0, block);
+    for (size_t j = 0; j < d->nr; j++)
+      for (size_t st = 0; st < steps; st++) {
+        uint8_t chunk[64] = {0};
+        size_t off = st * d->chunk_bytes, nb = kw * 8 - off < d->chunk_bytes ? kw * 8 - off : d->chunk_bytes;
+        memcpy(chunk, (const uint8_t *)(b + j * kw) + off, nb);
+        uint8_t *dst = panel + (st * d->nr + j) * stride;
+        if (d->panel_chunk_fill) d->panel_chunk_fill(chunk, d->chunk_bytes, dst);
+        else memcpy(dst, chunk, d->chunk_bytes);
+      }
+    for (size_t mr = 1; mr <= d->mr; mr++) {
+      const uint64_t *rows = a;
+      size_t ld = lda;
+      if (d->prep_a) {
+        ld = d->a_expand * kw;
+        for (size_t r = 0; r < mr; r++) d->prep_a(a + r * lda, kw, prepped + r * ld);
+        rows = prepped;
+      }
+      uint32_t q[MR_MAX][NR_MAX + 3];
+      memset(q, 0xab, sizeof q);
+      d->ukernel(mr, kw, rows, ld, panel, &q[0][0], NR_MAX + 3);
+      int ok = 1;
+      for (size_t r = 0; r < mr; r++)
+        for (size_t j = 0; j < d->nr; j++) {
+          uint32_t want = 0;
+          for (size_t w = 0; w < kw; w++) want += xk_popcount64_portable(a[r * lda + w] ^ b[j * kw + w]);
+          if (q[r][j] != want) ok = 0;
+        }
+      CHECK(ok, "%s kernel: mr=%zu kw=%zu", name, mr, kw);
+    }
+    free(a); free(b); free(prepped); free(panel);
+  }
+}
+
+static void test_families(xk_isa isa) {
+  const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
+  if (!d) return;
+  test_family(d, "main");
+  if (d->small_k) test_family(d->small_k, "small-K");
+  if (d->conv) test_family(d->conv, "conv");
+}
+
 static void test_errors(void) {
   uint8_t a[16] = {0}, panel[256];
   int32_t c[1];
@@ -171,6 +228,7 @@ int main(int argc, char **argv) {
     if (xk_set_isa(isas[i]) != XK_OK) { printf("cannot select %s\n", xk_isa_name(isas[i])); return 1; }
     test_pack(isas[i]);
     test_gemm(isas[i]);
+    test_families(isas[i]);
   }
   printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;

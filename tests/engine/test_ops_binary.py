@@ -285,3 +285,21 @@ def test_errors_are_clear():
         ops.bconv2d(conv_shape(1, 3, 3, 8, 4, 3, 3), 0, w, 8, x, {"kind": "bits"})
     with pytest.raises(ValueError, match="cannot hold 9 taps x 8 channels"):
         ops.bconv2d(conv_shape(1, 3, 3, 8, 4, 3, 3), 0, w, 64, x, {"kind": "int32"})
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="the conv kernel switch is AVX2's")
+def test_bconv2d_without_the_conv_kernel():
+    """AVX2 convolutions run the nibble-split kernel; XK_NO_CONV_KERNEL=1 (read once per process)
+    routes them to the column-lane kernel of the dense layers. The exactness tests above, again
+    in a process with the switch set, so both kernels stay tested on every conv shape."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "XK_NO_CONV_KERNEL": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k",
+                        "int32_exact or bits_output or random_shapes or stage_exact or padding_bits"],
+                       cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout

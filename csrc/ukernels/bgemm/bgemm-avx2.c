@@ -8,6 +8,13 @@
 #include <immintrin.h>
 #include <string.h>
 
+/* GCC: no partial-redundancy elimination in this file. With it, GCC 12 keeps one of the nibble-
+ * split kernel's eight accumulators in memory (a store-to-load round trip per step) and that
+ * kernel runs ~35% slower; the other kernels here are unaffected. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-pre")
+#endif
+
 #include "../../xk_internal.h"
 
 #define MR 2
@@ -115,9 +122,14 @@ static void pack_f32(const float *x, size_t k, uint64_t *out) {
     }
     out[w] = word;
   }
-  if (full < kw) {
+  if (full < kw) { /* the last k % 64 values: groups of 8 vectorized (C = 32 pixels are all tail) */
+    const float *p = x + full * 64;
+    const size_t rest = k - full * 64;
     uint64_t word = 0;
-    for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(!(x[i] >= 0.0f)) << (i - full * 64);
+    size_t i = 0;
+    for (; i + 8 <= rest; i += 8)
+      word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + i), zero, _CMP_NGE_UQ)) << i;
+    for (; i < rest; i++) word |= (uint64_t)(!(p[i] >= 0.0f)) << i;
     out[full] = word;
   }
 }
@@ -131,8 +143,15 @@ static void pack_i8(const int8_t *x, size_t k, uint64_t *out) {
              ((uint64_t)(uint32_t)_mm256_movemask_epi8(v1) << 32);
   }
   if (full < kw) {
+    const int8_t *p = x + full * 64;
+    const size_t rest = k - full * 64;
     uint64_t word = 0;
-    for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(x[i] < 0) << (i - full * 64);
+    size_t i = 0;
+    if (rest >= 32) {
+      word = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_loadu_si256((const __m256i *)p));
+      i = 32;
+    }
+    for (; i < rest; i++) word |= (uint64_t)(p[i] < 0) << i;
     out[full] = word;
   }
 }
@@ -207,7 +226,106 @@ static const xk_bgemm_ukernel_desc xk_bgemm_avx2_lanes = {
     XK_ISA_AVX2, 4, 4, 8, 1, lanes_ukernel, pack_f32, pack_i8, NULL, NULL, 0, 1,
 };
 
+/* ------------------------------------------------------------------ nibble-split kernel
+ * The convolution kernel (rows up to XK_AVX2_SPLIT_MAX_KWORDS words). Both operands are split
+ * into nibbles ahead of the loop, so that the inner step is only vpxor + vpshufb + vpaddb:
+ *   A: each row word w becomes 128 bits [w & 0x0f.., (w >> 4) & 0x0f..] (prep_a, once per row
+ *      block, reused by every column block of the op), broadcast to both 128-bit halves;
+ *   B: per k-word, the columns in pairs [c0 lo, c0 hi, c1 lo, c1 hi] (panel_expand 2).
+ * XOR of nibbles is the nibble of the XOR, so one vpshufb counts 128 bit pairs: 3 instructions
+ * per 128 MACs where the column-lane kernel needs 8 per 256 (the nibble split of the XOR).
+ * Byte counters gain <= 4 per step: widened every 63 steps. MR = 4, NR = 4 (two pairs). */
+#define SMAX_STEPS 63
+
+static void split_panel_fill(const uint8_t *src, size_t nbytes, uint8_t *dst) {
+  uint64_t w = 0;
+  memcpy(&w, src, nbytes < 8 ? nbytes : 8);
+  const uint64_t m = UINT64_C(0x0f0f0f0f0f0f0f0f), lo = w & m, hi = (w >> 4) & m;
+  memcpy(dst, &lo, 8);
+  memcpy(dst + 8, &hi, 8);
+}
+
+static void split_prep_a(const uint64_t *src, size_t kw, uint64_t *dst) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  size_t w = 0;
+  for (; w + 4 <= kw; w += 4) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(src + w));
+    const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi64(v, 4), m4);
+    const __m256i l = _mm256_unpacklo_epi64(lo, hi), h = _mm256_unpackhi_epi64(lo, hi); /* [w0 w2], [w1 w3] */
+    _mm256_storeu_si256((__m256i *)(dst + 2 * w), _mm256_permute2x128_si256(l, h, 0x20));
+    _mm256_storeu_si256((__m256i *)(dst + 2 * w + 4), _mm256_permute2x128_si256(l, h, 0x31));
+  }
+  for (; w < kw; w++) {
+    dst[2 * w] = src[w] & UINT64_C(0x0f0f0f0f0f0f0f0f);
+    dst[2 * w + 1] = (src[w] >> 4) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+  }
+}
+
+/* Counts of one row: c01 = byte counts of columns 0,1 (64-bit lanes: c0 lo, c0 hi, c1 lo, c1 hi),
+ * c23 the same for columns 2,3 -> q[0..3] (added to q unless first). */
+static inline void split_out(__m256i c01, __m256i c23, uint32_t *q, int first) {
+  const __m256i zero = _mm256_setzero_si256();
+  /* 32-bit lanes [c0lo c2lo c0hi c2hi | c1lo c3lo c1hi c3hi] */
+  __m256i u = _mm256_or_si256(_mm256_sad_epu8(c01, zero), _mm256_slli_epi64(_mm256_sad_epu8(c23, zero), 32));
+  u = _mm256_add_epi32(u, _mm256_shuffle_epi32(u, 0x4e)); /* [c0 c2 c0 c2 | c1 c3 c1 c3] */
+  __m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1)); /* c0 c1 c2 c3 */
+  __m128i *dst = (__m128i *)q;
+  _mm_storeu_si128(dst, first ? v : _mm_add_epi32(v, _mm_loadu_si128(dst)));
+}
+
+static inline __attribute__((always_inline)) void split_kernel(const size_t ROWS, size_t kw, const uint64_t *a,
+                                                               size_t lda, const uint8_t *panel, uint32_t *q,
+                                                               size_t ldq) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m128i *r0 = (const __m128i *)a, *r1 = (const __m128i *)(a + (ROWS > 1 ? 1 : 0) * lda);
+  const __m128i *r2 = (const __m128i *)(a + (ROWS > 2 ? 2 : 0) * lda);
+  const __m128i *r3 = (const __m128i *)(a + (ROWS > 3 ? 3 : 0) * lda);
+  const __m256i *b = (const __m256i *)panel; /* per k-word: [cols 0,1] [cols 2,3] */
+  for (size_t w = 0; w < kw;) {
+    const int first = w == 0;
+    const size_t end = w + SMAX_STEPS < kw ? w + SMAX_STEPS : kw;
+    __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+    for (; w < end; w++, b += 2) {
+      const __m256i b0 = _mm256_loadu_si256(b), b1 = _mm256_loadu_si256(b + 1);
+      __m256i av;
+#define ROW(r, x0, x1)                                                                       \
+  av = _mm256_broadcastsi128_si256(_mm_loadu_si128(r + w));                                  \
+  x0 = _mm256_add_epi8(x0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(av, b0)));              \
+  x1 = _mm256_add_epi8(x1, _mm256_shuffle_epi8(lut, _mm256_xor_si256(av, b1)));
+      ROW(r0, c00, c01)
+      if (ROWS > 1) { ROW(r1, c10, c11) }
+      if (ROWS > 2) { ROW(r2, c20, c21) }
+      if (ROWS > 3) { ROW(r3, c30, c31) }
+#undef ROW
+    }
+    split_out(c00, c01, q, first);
+    if (ROWS > 1) split_out(c10, c11, q + ldq, first);
+    if (ROWS > 2) split_out(c20, c21, q + 2 * ldq, first);
+    if (ROWS > 3) split_out(c30, c31, q + 3 * ldq, first);
+  }
+  if (kw == 0)
+    for (size_t i = 0; i < ROWS; i++) memset(q + i * ldq, 0, 4 * sizeof(uint32_t));
+}
+
+static void split_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel, uint32_t *q,
+                          size_t ldq) {
+  switch (mr) {
+    case 1: split_kernel(1, kw, a, lda, panel, q, ldq); break;
+    case 2: split_kernel(2, kw, a, lda, panel, q, ldq); break;
+    case 3: split_kernel(3, kw, a, lda, panel, q, ldq); break;
+    default: split_kernel(4, kw, a, lda, panel, q, ldq); break;
+  }
+}
+
+static const xk_bgemm_ukernel_desc xk_bgemm_avx2_split = {
+    XK_ISA_AVX2, 4, 4, 8, 2, split_ukernel, pack_f32, pack_i8, split_panel_fill, NULL, 0, 1,
+    NULL, 0, split_prep_a, 2,
+};
+
 const xk_bgemm_ukernel_desc xk_bgemm_avx2 = {
     XK_ISA_AVX2, MR, NR, CHUNK, 2, ukernel, pack_f32, pack_i8, panel_chunk_fill,
     &xk_bgemm_avx2_lanes, XK_AVX2_LANES_MAX_KWORDS, 0,
+    &xk_bgemm_avx2_split, XK_AVX2_SPLIT_MAX_KWORDS, NULL, 1,
 };
