@@ -323,10 +323,11 @@ xk_act_params act_params(nb::dict d, std::vector<nb::object> &keep) {
 class Engine {
  public:
   Engine(nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> data, uint32_t max_batch,
-         uint32_t num_threads)
+         uint32_t num_threads, bool fuse)
       : data_(data) {
     opt_.max_batch = max_batch ? max_batch : 1;
     opt_.num_threads = num_threads;
+    opt_.flags = fuse ? 0u : XK_MODEL_NO_FUSION;
     size_t need = 0;
     {
       nb::gil_scoped_release nogil;
@@ -419,6 +420,7 @@ class Engine {
       od["output"] = tensor_dict(o.output);
       od["macs"] = o.macs;
       od["weight_bytes"] = o.weight_bytes;
+      od["fused"] = o.fused != 0;
       ops.append(od);
     }
     uint32_t major, minor;
@@ -466,8 +468,8 @@ class Engine {
 
 void bind_engine(nb::module_ &m) {
   nb::class_<Engine>(m, "Engine")
-      .def(nb::init<nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>, uint32_t, uint32_t>(),
-           nb::arg("data"), nb::arg("max_batch") = 1, nb::arg("num_threads") = 0)
+      .def(nb::init<nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>, uint32_t, uint32_t, bool>(),
+           nb::arg("data"), nb::arg("max_batch") = 1, nb::arg("num_threads") = 0, nb::arg("fuse") = true)
       .def("run", &Engine::run, nb::arg("inputs"), nb::arg("batch"), nb::arg("profile") = false)
       .def("last_times", &Engine::last_times)
       .def("info", &Engine::info)
@@ -476,7 +478,7 @@ void bind_engine(nb::module_ &m) {
       .def_prop_ro("max_batch", &Engine::max_batch);
   m.def("model_arena_size", [](nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> data,
                                uint32_t max_batch, uint32_t num_threads) {
-    xk_model_options o{max_batch, num_threads};
+    xk_model_options o{max_batch, num_threads, 0};
     size_t need = 0;
     xk_check(xk_model_arena_size(data.data(), data.size(), &o, &need));
     return need;

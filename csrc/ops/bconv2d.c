@@ -332,6 +332,10 @@ static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, s
           for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
           xk_output_apply(o, y, col0, ncols);
         }
+        if (o->residual) { /* fused residual add (in place allowed: each element read, then written) */
+          const float *res = o->residual + row * j->ldc + col0;
+          for (size_t c = 0; c < ncols; c++) y[c] = y[c] + res[c];
+        }
         break;
       }
       case XK_OUT_BITS: {

@@ -64,6 +64,8 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
       break;
     default: return xk_fail(XK_ERR_ARGUMENT, "%s: unknown output kind %d", op, (int)o->kind);
   }
+  if (o->residual && (o->kind != XK_OUT_FLOAT || !binary_acc))
+    return xk_fail(XK_ERR_ARGUMENT, "%s: a residual input needs float output of a binary conv / dense op", op);
   return xk_act_check(&o->act, n, op);
 }
 

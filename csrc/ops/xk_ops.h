@@ -58,6 +58,10 @@ typedef struct xk_output {
   const float *post_scale, *post_bias;
   const int32_t *threshold;
   const uint8_t *flip;
+  /* XK_OUT_FLOAT of the binary conv / dense ops only: a tensor of the output's shape and stride
+   * added after the stage, y = stage(acc) + residual (a residual connection fused into the op;
+   * the same float addition as a separate add). May be the output itself (in place). */
+  const float *residual;
 } xk_output;
 
 /* ------------------------------------------------------------------ convolution geometry */

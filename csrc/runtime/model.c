@@ -36,6 +36,10 @@ typedef struct rt_op {
   size_t ws_size;
   uint64_t macs;
   uint64_t weight_bytes;
+  /* load-time fusion (plan_fusion): res_in >= 0: this binary conv adds tensor res_in and writes
+   * tensor fused_out (the next op's output); fused: this op runs inside the previous one */
+  int32_t res_in, fused_out;
+  int fused;
 } rt_op;
 
 struct xk_model {
@@ -51,6 +55,7 @@ struct xk_model {
   uint8_t *act;
   uint64_t act_per_sample;
   uint32_t max_batch;
+  uint32_t flags;
   uint8_t *ws;
   size_t ws_size;
   xk_op_hook hook;
@@ -717,6 +722,41 @@ static xk_status check_graph(const xk_model *m, uint32_t *first, uint32_t *last)
   return XK_OK;
 }
 
+static int overlaps(const xkf_tensor *a, const xkf_tensor *b) {
+  return a->offset < b->offset + b->size && b->offset < a->offset + a->size;
+}
+
+/* Load-time fusion: a binary convolution with float output whose only reader is the next op, a
+ * residual add without activation, runs as one op: its output stage adds the add's other input
+ * and writes the add's output, and the add is skipped (the same float addition: the same
+ * results). Allowed when the add's output does not overlap the convolution's input (still read
+ * while outputs are written), and is either exactly the other input's memory (in place: each
+ * element is read, then written) or does not overlap it. last[t]: the last op reading tensor t
+ * (1-based; graph outputs: op_count + 1). */
+static void plan_fusion(xk_model *m, const uint32_t *last) {
+  const uint32_t nops = m->h->op_count;
+  for (uint32_t i = 0; i < nops; i++) m->ops[i].res_in = m->ops[i].fused_out = -1, m->ops[i].fused = 0;
+  if (m->flags & XK_MODEL_NO_FUSION) return;
+  for (uint32_t i = 0; i + 1 < nops; i++) {
+    rt_op *r = &m->ops[i], *a = &m->ops[i + 1];
+    if (r->kind != XKF_OP_BCONV2D || r->out_bits || r->out.kind != XK_OUT_FLOAT) continue;
+    if (a->kind != XKF_OP_ADD || a->act.kind != XK_ACT_NONE || a->f->num_inputs != 2) continue;
+    const int32_t t = r->f->output, *ain = a->f->inputs;
+    int32_t x;
+    if (ain[0] == t && ain[1] != t) x = ain[1];
+    else if (ain[1] == t && ain[0] != t) x = ain[0];
+    else continue;
+    if (last[t] != i + 2) continue; /* read by the add only */
+    const xkf_tensor *tx = &m->tensors[x], *ty = &m->tensors[a->f->output], *tin = &m->tensors[r->f->inputs[0]];
+    if (tx->size != ty->size || overlaps(ty, tin)) continue;
+    if (ty->offset != tx->offset && overlaps(ty, tx)) continue;
+    r->res_in = x;
+    r->fused_out = a->f->output;
+    a->fused = 1;
+    i++;
+  }
+}
+
 /* Everything the arena holds, in one function used to size (arena == NULL) and to build. */
 static xk_status build(const void *data, size_t size, const xk_model_options *opt, void *arena, size_t arena_size,
                        xk_model **out, size_t *need) {
@@ -765,8 +805,10 @@ static xk_status build(const void *data, size_t size, const xk_model_options *op
   m->ops = ops;
   m->act = act;
   m->max_batch = max_batch;
+  m->flags = opt ? opt->flags : 0;
   m->ws = wsp;
   m->ws_size = ws;
+  plan_fusion(m, life + tmp.h->tensor_count); /* before the activations overwrite the lifetimes */
   *out = m;
   return XK_OK;
 }
@@ -802,6 +844,12 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
       xk_conv_shape s = r->cs;
       s.n = n;
       size_t ldc = r->out_bits ? to->row_bytes : s.oc;
+      if (r->res_in >= 0) { /* fused residual add: writes the add's output */
+        xk_output o = r->out;
+        o.residual = (const float *)tensor_ptr(m, r->res_in, n);
+        return xk_bconv2d_run(&s, r->packed, r->packed_size, in, &o, tensor_ptr(m, r->fused_out, n), ldc, m->ws,
+                              m->ws_size);
+      }
       return xk_bconv2d_run(&s, r->packed, r->packed_size, in, &r->out, out, ldc, m->ws, m->ws_size);
     }
     case XKF_OP_BDENSE:
@@ -884,7 +932,7 @@ xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inpu
   }
   for (uint32_t i = 0; i < h->op_count; i++) {
     if (m->hook) m->hook(m->hook_user, i, 0);
-    xk_status st = run_op(m, &m->ops[i], batch);
+    xk_status st = m->ops[i].fused ? XK_OK : run_op(m, &m->ops[i], batch); /* fused: ran with op i - 1 */
     if (st != XK_OK) {
       char msg[300];
       strncpy(msg, xk_last_error(), sizeof msg - 1);
@@ -957,6 +1005,7 @@ xk_status xk_model_op(const xk_model *m, size_t i, xk_op_info *info) {
   fill_info(m, r->f->output, &info->output);
   info->macs = r->macs;
   info->weight_bytes = r->weight_bytes;
+  info->fused = r->fused ? 1u : 0u;
   return XK_OK;
 }
 

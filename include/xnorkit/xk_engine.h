@@ -33,7 +33,13 @@ typedef struct xk_model xk_model;
 typedef struct xk_model_options {
   uint32_t max_batch;    /* largest batch a run may use (0 means 1) */
   uint32_t num_threads;  /* threads that may work at once; sizes per-thread scratch (0: xk_get_num_threads()) */
+  uint32_t flags;        /* XK_MODEL_* below (0: defaults) */
 } xk_model_options;
+
+/* Run every op as the file lists it. By default a binary convolution with float output whose
+ * only reader is a residual add (no activation) runs with the add fused into its output stage
+ * (same float addition, same results); the add then takes no time in per-op profiles. */
+#define XK_MODEL_NO_FUSION 1u
 
 /* Bytes of arena needed to load the model (validates the file). */
 xk_status xk_model_arena_size(const void *data, size_t size, const xk_model_options *opt, size_t *bytes);
@@ -69,6 +75,7 @@ typedef struct xk_op_info {
   xk_tensor_info output;
   uint64_t macs;          /* multiply-accumulates per sample (binary ops: binary MACs) */
   uint64_t weight_bytes;  /* bytes of this op's constant tensors in the file */
+  uint32_t fused;         /* 1: runs inside the previous op (a residual add fused at load) */
 } xk_op_info;
 
 size_t xk_model_num_inputs(const xk_model *model);

@@ -133,7 +133,7 @@ def bench_model(model_path: str, threads_list, batch: int, repeats: int, warmup:
             "threads": t,
             "median_s": statistics.median(whole), "min_s": min(whole), "max_s": max(whole),
             "ops": [dict(index=o.index, name=o.name, kind=o.kind, precision=o.precision, seconds=o.seconds,
-                         macs=o.macs) for o in timings],
+                         macs=o.macs, fused=bool(model.ops[o.index].get("fused", False))) for o in timings],
         })
     return results
 
@@ -173,7 +173,8 @@ def bench(model_path, threads, batch, repeats, warmup, top, json_path):
         t = Table("#", "op", "kind", "precision", "ms", "%", "GMAC/s", title=f"{r['threads']} thread(s): per op")
         for o in ops:
             rate = o["macs"] * batch / o["seconds"] * 1e-9 if o["seconds"] > 0 and o["macs"] else 0.0
-            t.add_row(str(o["index"]), o["name"][:40], o["kind"], o["precision"], f"{o['seconds'] * 1e3:.3f}",
+            kind = o["kind"] + (" (fused)" if o.get("fused") else "")  # runs inside the previous op
+            t.add_row(str(o["index"]), o["name"][:40], kind, o["precision"], f"{o['seconds'] * 1e3:.3f}",
                       f"{o['seconds'] / total * 100:.1f}", f"{rate:.1f}" if rate else "")
         con.print(t)
     if json_path:

@@ -125,10 +125,13 @@ class Model:
         backend: ``"auto"`` (C engine on the CPU, torch elsewhere), ``"c"`` or ``"torch"``
             (``device="cpu", backend="torch"`` runs the torch executor on the CPU).
         kernels: torch backend only: binary GEMM ``"auto"``, ``"triton"`` or ``"torch"``.
+        fuse: C engine: run a binary convolution and the residual add that reads it as one op
+            (same results; ``False`` runs every op as the file lists it, e.g. to profile the
+            adds on their own).
     """
 
     def __new__(cls, source: Any = None, num_threads: int | None = None, max_batch: int | None = None, *,
-                device: Any = "cpu", backend: str = "auto", kernels: str = "auto"):
+                device: Any = "cpu", backend: str = "auto", kernels: str = "auto", fuse: bool = True):
         if cls is Model and _wants_torch(device, backend):
             from xnorkit.runtime_torch import TorchModel  # noqa: PLC0415  (imports torch)
 
@@ -136,7 +139,8 @@ class Model:
         return super().__new__(cls)
 
     def __init__(self, source: str | os.PathLike | bytes | bytearray | memoryview, num_threads: int | None = None,
-                 max_batch: int | None = None, *, device: Any = "cpu", backend: str = "auto", kernels: str = "auto"):
+                 max_batch: int | None = None, *, device: Any = "cpu", backend: str = "auto", kernels: str = "auto",
+                 fuse: bool = True):
         if kernels != "auto":
             raise ValueError(f"kernels={kernels!r} applies to the torch backend only (device='cuda' or backend='torch')")
         self.device, self.backend = "cpu", "c"
@@ -162,7 +166,7 @@ class Model:
         self._data = data
         threads = num_threads or _core.get_num_threads()
         try:
-            self._engine = _core.Engine(data, max_batch, threads)
+            self._engine = _core.Engine(data, max_batch, threads, fuse)
         except ValueError as exc:
             where = f"{self.path}: " if self.path else ""
             raise ValueError(f"{where}{exc}") from None

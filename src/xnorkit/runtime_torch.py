@@ -689,12 +689,14 @@ class TorchModel(Model):
         kernels: binary GEMM: "auto" (the GPU kernels on CUDA when Triton works, else torch),
             "triton" (:mod:`xnorkit.kernels.gpu`, required; on CPU only in Triton interpreter
             mode) or "torch" (±1 matmuls, exact).
+        fuse: accepted for the C engine's signature; torch runs every op as listed.
 
     Outputs of torch inputs stay on the model's device; numpy inputs give numpy outputs.
     """
 
     def __init__(self, source: str | os.PathLike | bytes | bytearray | memoryview, num_threads: int | None = None,
-                 max_batch: int | None = None, *, device: Any = "cpu", backend: str = "torch", kernels: str = "auto"):
+                 max_batch: int | None = None, *, device: Any = "cpu", backend: str = "torch", kernels: str = "auto",
+                 fuse: bool = True):
         if backend not in ("torch", "auto"):
             raise ValueError(f"TorchModel: backend must be 'torch', got {backend!r}")
         if max_batch is not None and max_batch < 1:

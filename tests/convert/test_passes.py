@@ -179,3 +179,30 @@ def test_bits_flatten_into_non_dense_is_an_error():
     assert g.nodes[2].output.dtype == "bits" and g.nodes[2].attrs["order"] == 0
     with pytest.raises(ConversionError, match="int8 needs the calibrated range"):
         run_passes(trace(nn.Sequential(nn.Linear(3, 2)), torch.zeros(1, 3)), ConvertOptions(precision="int8"))
+
+
+def test_plan_keeps_fusable_conv_input_apart_from_the_add():
+    """The engine fuses a binary conv with float output into the residual add that reads it
+    (csrc/runtime/model.c, plan_fusion): the plan must not give the add's output the conv's input
+    memory, which a plain lifetime plan would (the input is dead once the conv ran)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.convs = nn.ModuleList(xnn.QuantConv2d(16, 16, 3, padding=1, bias=False, **BIN) for _ in range(3))
+            self.bns = nn.ModuleList(nn.BatchNorm2d(16) for _ in range(3))
+
+        def forward(self, x):
+            x = self.stem(x)
+            for conv, bn in zip(self.convs, self.bns):
+                x = x + bn(conv(x))
+            return x
+
+    g = trace(_fill(Block(), 4).eval(), torch.zeros(1, 3, 8, 8))
+    g = run_passes(g, ConvertOptions(precision="float"), PIPELINE)
+    plan = get_pass("plan_memory")
+    pairs = [(g.nodes[i], g.nodes[i + 1]) for i in range(len(g.nodes) - 1) if plan.fusable_add(g, i)]
+    assert len(pairs) == 3
+    for conv, add in pairs:
+        (oi, si), (oy, sy) = g.arena[conv.inputs[0]], g.arena[add.output]
+        assert oi + si <= oy or oy + sy <= oi, (conv.name, add.name)

@@ -225,3 +225,51 @@ def test_nchw_to_nhwc_matches_numpy(shape):
     np.testing.assert_array_equal(_core.nchw_to_nhwc(x), x.transpose(0, 2, 3, 1))
     with pytest.raises(TypeError):
         _core.nchw_to_nhwc(x[0])  # not 4-D
+
+
+def residual_graph(rng, case: str):
+    """input x [1,6,5,32] f32 -> sign -> bconv2d (float, folded BN) -> add(x, conv) -> output,
+    with the add's output placed so that fusing is legal ("fresh"), or not: over the conv's
+    packed input ("over_input", dead after the conv in the file's plan), the conv output also
+    read later ("shared"), an add with ReLU ("relu")."""
+    b = X.Builder()
+    h, w, c = 6, 5, 32
+    wt = rand_pm1(rng, (c, 3, 3, c))
+    sc, bi = (rng.random(c) * 0.1).astype(np.float32), rng.normal(size=c).astype(np.float32)
+    x = b.act("x", X.F32, [1, h, w, c])
+    t = b.act("conv", X.F32, [1, h, w, c])
+    s = b.act("sign", X.BITS, [1, h, w, c])  # last: "over_input" places the add's output from here
+    b.op("sign", "sign", [x], s, params=X.sign_params())
+    b.op("bconv2d", "conv", [s], t, b.const("conv.weight", wt.reshape(c, -1), X.BITS),
+         dict(kind=X.OUT_FLOAT, scale=b.const("conv.scale", sc), bias=b.const("conv.bias", bi)),
+         X.conv_params(3, 3, pads=(1, 1, 1, 1), pad_value=1))
+    y = b.act("add", X.F32, [1, h, w, c], offset=b.tensors[s]["offset"] if case == "over_input" else None)
+    b.op("add", "add", [x, t], y, params=X.eltwise_params(act=1 if case == "relu" else 0))
+    outs = [y]
+    if case == "shared":
+        z = b.act("twice", X.F32, [1, h, w, c])
+        b.op("add", "add2", [y, t], z)
+        outs = [z]
+    b.inputs, b.outputs = [x], outs
+    return b.build(), (wt, sc, bi)
+
+
+@pytest.mark.parametrize("case,fused", [("fresh", True), ("over_input", False), ("shared", False), ("relu", False)])
+def test_residual_add_fusion(case, fused):
+    """A binary conv and the residual add reading it run as one op only when that is safe; the
+    results are identical either way and equal the op chain."""
+    rng = np.random.default_rng(3)
+    data, (wt, sc, bi) = residual_graph(rng, case)
+    xs = rng.normal(size=(2, 6, 5, 32)).astype(np.float32)
+    m, m0 = xnorkit.Model(data, max_batch=2), xnorkit.Model(data, max_batch=2, fuse=False)
+    assert [o["fused"] for o in m.ops] == [False, False, fused] + [False] * (len(m.ops) - 3)
+    assert not any(o["fused"] for o in m0.ops)
+    y, y0 = m.run(xs, layout="stored"), m0.run(xs, layout="stored")
+    conv = ops.bconv2d(conv_shape(2, 6, 5, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), 1, pack_pm1(wt.reshape(32, -1)), 32,
+                       ops.binarize(xs.reshape(-1, 32), None, None), {"kind": "float", "scale": sc, "bias": bi})
+    ref = xs.reshape(-1, 32) + conv.reshape(-1, 32)
+    if case == "relu":
+        ref = np.maximum(ref, 0)
+    if case == "shared":
+        ref = ref + conv.reshape(-1, 32)
+    assert np.array_equal(y.reshape(-1, 32), ref) and np.array_equal(y0, y)

@@ -105,15 +105,20 @@ class Builder:
         blob = np.ascontiguousarray(a).tobytes()
         return self._tensor(name, dt, CONST, shape or a.shape, len(blob), blob)
 
-    def act(self, name, dtype, shape, layout=0) -> int:
+    def act(self, name, dtype, shape, layout=0, offset=None) -> int:
+        """An arena tensor: at the next free offset, or at `offset` (to share memory on purpose)."""
         shape = list(shape)
         if dtype == BITS:
             rows = int(np.prod(shape[:-1]))
             size = rows * row_bytes(shape[-1])
         else:
             size = int(np.prod(shape)) * 4
-        off = self.arena
-        self.arena += (size + 63) // 64 * 64
+        if offset is None:
+            off = self.arena
+            self.arena += (size + 63) // 64 * 64
+        else:
+            off = offset
+            self.arena = max(self.arena, (off + size + 63) // 64 * 64)
         return self._tensor(name, dtype, ARENA, shape, size, layout=layout, offset=off)
 
     def op(self, kind, name, inputs, output, weights=NONE, stage=None, params=b"") -> int:

@@ -6,6 +6,12 @@ lowest 64-byte aligned offset that does not overlap a placed tensor with an over
 lifetime (greedy best-fit by size, as TFLite Micro's greedy planner). An op's output never
 shares memory with its inputs. The plan is for batch 1; batch N scales every offset by N
 (docs/format.md §3).
+
+Residual adds: the engine runs a binary convolution with float output and the add right after
+it that is its only reader as one op (the add fused into the convolution's output stage), which
+writes the add's output while the convolution's input is still being read. The plan keeps that
+input live through the add, so the two never share memory (the input is packed bits: 1/32 of
+the float tensors around it).
 """
 
 from __future__ import annotations
@@ -25,14 +31,27 @@ def value_bytes(v: Value) -> int:
     return int(np.prod(v.shape)) * 4
 
 
+def fusable_add(g: Graph, i: int) -> bool:
+    """Whether node i (a binary convolution) and node i + 1 (a residual add) run as one op in the
+    engine: float output read only by that add (activation none), not a graph output."""
+    n = g.nodes[i]
+    if n.op != "bconv2d" or n.output.dtype != "f32" or i + 1 >= len(g.nodes) or n.output in g.outputs:
+        return False
+    a = g.nodes[i + 1]
+    if a.op != "add" or a.attrs.get("act", "none") != "none" or a.inputs.count(n.output) != 1:
+        return False
+    return not any(n.output in m.inputs for m in g.nodes[i + 2:])
+
+
 def lifetimes(g: Graph) -> dict[Value, tuple[int, int]]:
     first: dict[Value, int] = {v: -1 for v in g.inputs}
     last: dict[Value, int] = {v: -1 for v in g.inputs}
     for i, n in enumerate(g.nodes):
         first.setdefault(n.output, i)
         last.setdefault(n.output, i)
+        reads_until = i + 1 if fusable_add(g, i) else i  # the fused add still reads the conv's input
         for v in n.inputs:
-            last[v] = max(last.get(v, i), i)
+            last[v] = max(last.get(v, reads_until), reads_until)
     for v in g.outputs:
         last[v] = len(g.nodes)
     return {v: (first[v], last[v]) for v in first}
