@@ -1,0 +1,41 @@
+"""benchmarks/ab_engine.py: two engine builds in one process, alternating (slow: compiles the
+engine twice)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xkfile as X
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("git") is None, reason="needs gcc and git")
+def test_ab_engine_runs_two_builds(tmp_path):
+    b = X.Builder()
+    x = b.act("x", X.F32, [1, 4, 4, 8])
+    y = b.act("y", X.F32, [1, 4, 4, 8])
+    b.op("activation", "relu", [x], y, params=X.eltwise_params(act=1))
+    b.inputs, b.outputs = [x], [y]
+    model = tmp_path / "m.xk"
+    model.write_bytes(b.build())
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), "WORK", "WORK", str(model),
+                        "--runs", "6", "--threads", "1,2"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("m.xk")]
+    assert [row[1] for row in rows] == ["1", "2"]
+    ratios = [float(row[4]) for row in rows]
+    assert all(np.isfinite(ratios)) and all(0.05 < v < 20 for v in ratios)
+
+
+def test_ab_engine_rejects_missing_model(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), "WORK", "WORK",
+                        str(tmp_path / "nope.xk")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "model file not found" in r.stderr
