@@ -81,6 +81,11 @@ typedef struct xk_bgemm_ukernel_desc {
    * for a row of kw words, and ukernel's a / lda_words refer to those rows. NULL: raw rows. */
   void (*prep_a)(const uint64_t *src, size_t kw, uint64_t *dst);
   size_t a_expand;
+  /* Optional: ukernel over ncols columns (consecutive panel blocks, block_bytes apart; q row
+   * stride ldq) in one call, the kernel's setup paid once (short reductions). NULL: the op
+   * calls ukernel once per block. */
+  void (*ukernel_cols)(size_t mr, size_t kw, const uint64_t *a, size_t lda_words, const uint8_t *panel,
+                       size_t block_bytes, size_t ncols, uint32_t *q, size_t ldq);
 } xk_bgemm_ukernel_desc;
 
 /* A rows of up to this many words take the AVX2 column-lane kernel in conv / dense ops. */

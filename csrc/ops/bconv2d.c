@@ -396,8 +396,10 @@ static void gemm_task(void *ctx, size_t t) {
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
     const uint64_t *a = kernel_rows(d, j->a + i * j->lda_w, j->lda_w, mr, j->kwords, prepped, &lda);
-    for (size_t c = 0; c < ncols; c += d->nr)
-      d->ukernel(mr, j->kwords, a, lda, j->blocks + ((col0 + c) / d->nr) * j->block_bytes, &q[0][c], GROUP);
+    const uint8_t *blk = j->blocks + (col0 / d->nr) * j->block_bytes;
+    if (d->ukernel_cols) d->ukernel_cols(mr, j->kwords, a, lda, blk, j->block_bytes, ncols, &q[0][0], GROUP);
+    else
+      for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, NULL);
   }
 }
@@ -405,10 +407,10 @@ static void gemm_task(void *ctx, size_t t) {
 /* im2col row of output position pos for a convolution whose taps are whole words (C % 64 == 0),
  * copied from the packed NHWC input: a tap is C/64 words, and a run of kx taps inside the image
  * (stride 1) is one copy. */
-static void gather_row_words(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, rowpos pos,
+static void gather_row_words(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, const rowpos *pos,
                              uint64_t *dst) {
   const size_t tw = s->c / 64; /* words per tap */
-  const size_t b = pos.b, oy = pos.y, ox = pos.x;
+  const size_t b = pos->b, oy = pos->y, ox = pos->x;
   const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_t, ix0 = (long)(ox * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
   const uint64_t fill = pad == XK_PAD_MINUS ? ~UINT64_C(0) : 0;
@@ -421,8 +423,9 @@ static void gather_row_words(const xk_conv_shape *s, const uint64_t *in, xk_pad_
       dst += s->kw * tw;
       continue;
     }
-    if (run) {
-      memcpy(dst, row + (size_t)ix0 * tw, s->kw * tw * 8);
+    if (run) { /* a few words: an inline loop, not a library call */
+      const uint64_t *src = row + (size_t)ix0 * tw;
+      for (size_t w = 0; w < s->kw * tw; w++) dst[w] = src[w];
       dst += s->kw * tw;
       continue;
     }
@@ -437,12 +440,12 @@ static void gather_row_words(const xk_conv_shape *s, const uint64_t *in, xk_pad_
 /* The same for taps of whole bytes (C % 8 == 0, e.g. C = 32): the first C/8 bytes of each input
  * pixel back to back (the input's bits past C are not read), the bytes past K (kwords words) zero. */
 static void gather_row_bytes(const xk_conv_shape *s, const uint64_t *input, xk_pad_value pad, size_t kwords,
-                             rowpos pos, uint64_t *dst) {
+                             const rowpos *pos, uint64_t *dst) {
   const size_t tb = s->c / 8, pix = xk_div_up(s->c, 64) * 8; /* bytes per tap, bytes per input pixel */
-  const long iy0 = (long)(pos.y * s->stride_h) - (long)s->pad_t, ix0 = (long)(pos.x * s->stride_w) - (long)s->pad_l;
+  const long iy0 = (long)(pos->y * s->stride_h) - (long)s->pad_t, ix0 = (long)(pos->x * s->stride_w) - (long)s->pad_l;
   const long dh = (long)xk_dil(s->dil_h), dw = (long)xk_dil(s->dil_w);
   const int fill = pad == XK_PAD_MINUS ? 0xff : 0;
-  const uint8_t *in = (const uint8_t *)input + pos.b * s->h * s->w * pix;
+  const uint8_t *in = (const uint8_t *)input + pos->b * s->h * s->w * pix;
   uint8_t *d = (uint8_t *)dst;
   dst[kwords - 1] = 0; /* the bits past K */
   for (size_t ky = 0; ky < s->kh; ky++) {
@@ -463,7 +466,7 @@ static void gather_row_bytes(const xk_conv_shape *s, const uint64_t *input, xk_p
 }
 
 /* One im2col row (kwords words) of a convolution with C % 8 == 0. */
-static void gather_row(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, size_t kwords, rowpos pos,
+static void gather_row(const xk_conv_shape *s, const uint64_t *in, xk_pad_value pad, size_t kwords, const rowpos *pos,
                        uint64_t *dst) {
   if (s->c % 64) gather_row_bytes(s, in, pad, kwords, pos, dst);
   else gather_row_words(s, in, pad, pos, dst);
@@ -482,13 +485,18 @@ static void rows_task(void *ctx, size_t t) {
   for (size_t i = i0; i < i1; i += d->mr, pos = next) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
     for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
-      gather_row(j->s, j->in, j->pad, j->kwords, next, rows + r * j->kwords);
+      gather_row(j->s, j->in, j->pad, j->kwords, &next, rows + r * j->kwords);
     const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
     const uint8_t *blk = j->blocks; /* column block (col0 + c) / NR, stepped */
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       const uint64_t flip = flip_word(j->o, col0, ncols);
-      for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
+      if (d->ukernel_cols) {
+        d->ukernel_cols(mr, j->kwords, a, lda, blk, j->block_bytes, ncols, &q[0][0], GROUP);
+        blk += xk_div_up(ncols, d->nr) * j->block_bytes;
+      } else {
+        for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
+      }
       epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
     }
   }
@@ -546,7 +554,7 @@ static void im2col_task(void *ctx, size_t t) {
     const size_t kwords = j->L->kwords;
     if (s->c % 8 == 0) { /* whole-word or whole-byte taps: copies */
       const rowpos p = {b, oy, ox};
-      gather_row(s, j->in, j->pad, kwords, p, dst);
+      gather_row(s, j->in, j->pad, kwords, &p, dst);
       continue;
     }
     memset(dst, 0, kwords * 8);

@@ -158,6 +158,26 @@ static void test_family(const xk_bgemm_ukernel_desc *d, const char *name) {
         if (d->panel_chunk_fill) d->panel_chunk_fill(chunk, d->chunk_bytes, dst);
         else memcpy(dst, chunk, d->chunk_bytes);
       }
+    if (d->ukernel_cols) { /* two column blocks in one call == the blocks one by one */
+      uint8_t *panel2 = xmalloc(2 * block);
+      memcpy(panel2, panel, block);
+      for (size_t i = 0; i < block; i++) panel2[block + i] = panel[block - 1 - i]; /* another block */
+      const uint64_t *rows = a;
+      size_t ld = lda;
+      if (d->prep_a) {
+        ld = d->a_expand * kw;
+        for (size_t r = 0; r < d->mr; r++) d->prep_a(a + r * lda, kw, prepped + r * ld);
+        rows = prepped;
+      }
+      uint32_t q1[MR_MAX][2 * NR_MAX], q2[MR_MAX][2 * NR_MAX];
+      memset(q1, 0x5a, sizeof q1);
+      memset(q2, 0x5a, sizeof q2);
+      d->ukernel_cols(d->mr, kw, rows, ld, panel2, block, 2 * d->nr, &q1[0][0], 2 * NR_MAX);
+      d->ukernel(d->mr, kw, rows, ld, panel2, &q2[0][0], 2 * NR_MAX);
+      d->ukernel(d->mr, kw, rows, ld, panel2 + block, &q2[0][d->nr], 2 * NR_MAX);
+      CHECK(memcmp(q1, q2, sizeof q1) == 0, "%s kernel: two blocks in one call, kw=%zu", name, kw);
+      free(panel2);
+    }
     for (size_t mr = 1; mr <= d->mr; mr++) {
       const uint64_t *rows = a;
       size_t ld = lda;

@@ -309,6 +309,19 @@ static inline __attribute__((always_inline)) void split_kernel(const size_t ROWS
     for (size_t i = 0; i < ROWS; i++) memset(q + i * ldq, 0, 4 * sizeof(uint32_t));
 }
 
+static void split_cols(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel, size_t block_bytes,
+                       size_t ncols, uint32_t *q, size_t ldq) {
+#define COLS(R)                                                                              \
+  for (size_t c = 0; c < ncols; c += 4, panel += block_bytes) split_kernel(R, kw, a, lda, panel, q + c, ldq);
+  switch (mr) {
+    case 1: COLS(1) break;
+    case 2: COLS(2) break;
+    case 3: COLS(3) break;
+    default: COLS(4) break;
+  }
+#undef COLS
+}
+
 static void split_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel, uint32_t *q,
                           size_t ldq) {
   switch (mr) {
@@ -321,7 +334,7 @@ static void split_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, c
 
 static const xk_bgemm_ukernel_desc xk_bgemm_avx2_split = {
     XK_ISA_AVX2, 4, 4, 8, 2, split_ukernel, pack_f32, pack_i8, split_panel_fill, NULL, 0, 1,
-    NULL, 0, split_prep_a, 2,
+    NULL, 0, split_prep_a, 2, split_cols,
 };
 
 const xk_bgemm_ukernel_desc xk_bgemm_avx2 = {
