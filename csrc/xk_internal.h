@@ -78,7 +78,8 @@ typedef struct xk_bgemm_ukernel_desc {
   const struct xk_bgemm_ukernel_desc *conv;
   size_t conv_max_kwords;
   /* Kernels that read A in their own row format: prep_a(src, kw, dst) writes a_expand * kw words
-   * for a row of kw words, and ukernel's a / lda_words refer to those rows. NULL: raw rows. */
+   * for a row of kw words, and ukernel's a / lda_words refer to those rows. NULL: raw rows.
+   * Only AVX2 has one; the ops reserve the scratch for it in XK_HAVE_AVX2 builds only. */
   void (*prep_a)(const uint64_t *src, size_t kw, uint64_t *dst);
   size_t a_expand;
   /* Optional: ukernel over ncols columns (consecutive panel blocks, block_bytes apart; q row

@@ -391,7 +391,11 @@ static void gemm_task(void *ctx, size_t t) {
   size_t i0 = mt * MC, i1 = i0 + MC < j->m ? i0 + MC : j->m;
   size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t prepped[ROWS_SCRATCH_WORDS]; /* used by kernels with prep_a only (kwords bounded) */
+#ifdef XK_HAVE_AVX2
+  uint64_t prepped[ROWS_SCRATCH_WORDS]; /* kernels with prep_a (AVX2 only; kwords bounded) */
+#else
+  uint64_t *prepped = NULL; /* no prep_a kernels in this build: keep small stacks small (Cortex-M) */
+#endif
   const uint64_t flip = flip_word(j->o, col0, ncols);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
@@ -480,7 +484,12 @@ static void rows_task(void *ctx, size_t t) {
   const size_t mc = j->mtiles_rows;
   size_t i0 = t * mc, i1 = i0 + mc < j->m ? i0 + mc : j->m;
   uint32_t q[MAX_MR][GROUP];
-  uint64_t rows[ROWS_SCRATCH_WORDS], prepped[ROWS_SCRATCH_WORDS];
+  uint64_t rows[ROWS_SCRATCH_WORDS];
+#ifdef XK_HAVE_AVX2
+  uint64_t prepped[ROWS_SCRATCH_WORDS]; /* kernels with prep_a (AVX2 only) */
+#else
+  uint64_t *prepped = NULL;
+#endif
   rowpos pos = rowpos_of(j, i0), next = pos;
   for (size_t i = i0; i < i1; i += d->mr, pos = next) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
