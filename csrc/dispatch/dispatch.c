@@ -111,19 +111,24 @@ const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa) {
   return xk_isa_available(isa) ? compiled(isa) : NULL;
 }
 
+/* A family's variant v when it exists, takes rows of kwords words (<= max_kwords) and the
+ * environment variable `env` (benchmarks, tests) is unset; read once, cached in *off. */
+static int variant_applies(const xk_bgemm_ukernel_desc *v, size_t max_kwords, size_t kwords, const char *env,
+                           int *off) {
+  if (*off < 0) *off = getenv(env) != NULL;
+  return v && kwords <= max_kwords && !*off;
+}
+
 const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords) {
   const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
-  static int disabled = -1; /* XK_NO_SMALL_K=1: always the main kernel (benchmarks, tests) */
-  if (disabled < 0) disabled = getenv("XK_NO_SMALL_K") != NULL;
-  if (d && d->small_k && kwords <= d->small_k_max_kwords && !disabled) return d->small_k;
-  return d;
+  static int off = -1; /* XK_NO_SMALL_K=1: always the main kernel */
+  return d && variant_applies(d->small_k, d->small_k_max_kwords, kwords, "XK_NO_SMALL_K", &off) ? d->small_k : d;
 }
 
 const xk_bgemm_ukernel_desc *xk_ukernel_for_conv(xk_isa isa, size_t kwords) {
   const xk_bgemm_ukernel_desc *d = xk_ukernel_for(isa);
-  static int disabled = -1;
-  if (disabled < 0) disabled = getenv("XK_NO_CONV_KERNEL") != NULL;
-  if (d && d->conv && kwords <= d->conv_max_kwords && !disabled) return d->conv;
+  static int off = -1; /* XK_NO_CONV_KERNEL=1: convolutions take the dense layers' kernel */
+  if (d && variant_applies(d->conv, d->conv_max_kwords, kwords, "XK_NO_CONV_KERNEL", &off)) return d->conv;
   return xk_ukernel_for_k(isa, kwords);
 }
 

@@ -330,7 +330,7 @@ static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, s
         /* the common stages in one pass (same operations and roundings as xk_output_apply) */
         if (!xk_stage_rows(o, col0, ncols, 1, dot, NULL, 0, y, 0)) {
           for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
-          xk_output_apply(o, y, col0, ncols);
+          xk_output_apply_passes(o, y, col0, ncols);
         }
         if (o->residual) { /* fused residual add (in place allowed: each element read, then written) */
           const float *res = o->residual + row * j->ldc + col0;
@@ -384,6 +384,17 @@ static const uint64_t *kernel_rows(const xk_bgemm_ukernel_desc *d, const uint64_
   return scratch;
 }
 
+/* MR rows x ncols columns (the panel blocks from blk on) into q: one call for kernels with
+ * ukernel_cols, else one per block of NR columns. */
+static void kernel_cols(const xk_bgemm_ukernel_desc *d, size_t mr, size_t kw, const uint64_t *a, size_t lda,
+                        const uint8_t *blk, size_t block_bytes, size_t ncols, uint32_t q[MAX_MR][GROUP]) {
+  if (d->ukernel_cols) {
+    d->ukernel_cols(mr, kw, a, lda, blk, block_bytes, ncols, &q[0][0], GROUP);
+    return;
+  }
+  for (size_t c = 0; c < ncols; c += d->nr, blk += block_bytes) d->ukernel(mr, kw, a, lda, blk, &q[0][c], GROUP);
+}
+
 static void gemm_task(void *ctx, size_t t) {
   const bjob *j = (const bjob *)ctx;
   const xk_bgemm_ukernel_desc *d = j->d;
@@ -400,10 +411,7 @@ static void gemm_task(void *ctx, size_t t) {
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
     const uint64_t *a = kernel_rows(d, j->a + i * j->lda_w, j->lda_w, mr, j->kwords, prepped, &lda);
-    const uint8_t *blk = j->blocks + (col0 / d->nr) * j->block_bytes;
-    if (d->ukernel_cols) d->ukernel_cols(mr, j->kwords, a, lda, blk, j->block_bytes, ncols, &q[0][0], GROUP);
-    else
-      for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
+    kernel_cols(d, mr, j->kwords, a, lda, j->blocks + (col0 / d->nr) * j->block_bytes, j->block_bytes, ncols, q);
     epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, NULL);
   }
 }
@@ -496,16 +504,10 @@ static void rows_task(void *ctx, size_t t) {
     for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
       gather_row(j->s, j->in, j->pad, j->kwords, &next, rows + r * j->kwords);
     const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
-    const uint8_t *blk = j->blocks; /* column block (col0 + c) / NR, stepped */
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
       const uint64_t flip = flip_word(j->o, col0, ncols);
-      if (d->ukernel_cols) {
-        d->ukernel_cols(mr, j->kwords, a, lda, blk, j->block_bytes, ncols, &q[0][0], GROUP);
-        blk += xk_div_up(ncols, d->nr) * j->block_bytes;
-      } else {
-        for (size_t c = 0; c < ncols; c += d->nr, blk += j->block_bytes) d->ukernel(mr, j->kwords, a, lda, blk, &q[0][c], GROUP);
-      }
+      kernel_cols(d, mr, j->kwords, a, lda, j->blocks + (col0 / d->nr) * j->block_bytes, j->block_bytes, ncols, q);
       epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
     }
   }

@@ -108,8 +108,7 @@ void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0) {
 
 /* The output stage in place on channels [col0, col0 + n): one pass per operation, each a plain
  * loop the compiler vectorizes; the same roundings as evaluating xk_out_value per element. */
-void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
-  if (xk_stage_rows(o, col0, n, 1, NULL, y, 0, y, 0)) return; /* the common stages in one pass */
+void xk_output_apply_passes(const xk_output *o, float *y, size_t col0, size_t n) {
   if (o->scale) {
     const float *s = o->scale + col0;
     if (o->bias) {
@@ -133,6 +132,10 @@ void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
   }
 }
 
+void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n) {
+  if (!xk_stage_rows(o, col0, n, 1, NULL, y, 0, y, 0)) xk_output_apply_passes(o, y, col0, n);
+}
+
 void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n) {
   if (rows == 0 || n == 0) return;
   if (ldc == n && col0 == 0 && rows > 1) { /* contiguous: channel-wise arrays repeat every n elements */
@@ -143,15 +146,16 @@ void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc,
     }
   }
   if (xk_stage_rows(o, col0, n, rows, NULL, y, ldc, y, ldc)) return;
-  for (size_t r = 0; r < rows; r++) xk_output_apply(o, y + r * ldc, col0, n);
+  for (size_t r = 0; r < rows; r++) xk_output_apply_passes(o, y + r * ldc, col0, n);
 }
 
 void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row) {
   switch (o->kind) {
     case XK_OUT_FLOAT: {
       float *y = (float *)out + row * ldc + col0;
+      if (xk_stage_rows(o, col0, ncols, 1, NULL, acc, 0, y, 0)) break; /* the common stages, one pass */
       memcpy(y, acc, ncols * sizeof(float));
-      xk_output_apply(o, y, col0, ncols);
+      xk_output_apply_passes(o, y, col0, ncols);
       break;
     }
     case XK_OUT_INT32: { /* float accumulators are never stored as int32 (checked by the ops) */

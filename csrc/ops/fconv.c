@@ -99,15 +99,6 @@ typedef struct fjob {
   size_t hp, wp;
 } fjob;
 
-/* Accumulator rows q[0..mr) -> output rows row0.. (channels [col0, col0 + ncols)) through the
- * output stage: the common float stages in one pass over the tile, else row by row. */
-static void store_rows(const fjob *j, float (*q)[GROUP], size_t mr, size_t row0, size_t col0, size_t ncols) {
-  if (j->o->kind == XK_OUT_FLOAT &&
-      xk_stage_rows(j->o, col0, ncols, mr, NULL, &q[0][0], GROUP, (float *)j->c + row0 * j->ldc + col0, j->ldc))
-    return;
-  for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, row0 + r);
-}
-
 /* rows [r0, r0 + rows) of the output; their A rows start at a (stride lda); groups g0, g0+gs.. */
 static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size_t rows, size_t g0, size_t gs) {
   const xk_fgemm_desc *d = j->d;
@@ -128,7 +119,7 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
       }
       for (size_t c = 0; c < ncols; c += d->nr)
         d->ukernel(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr, &q[0][c], GROUP);
-      store_rows(j, q, mr, r0 + i, col0, ncols);
+      for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
     }
   }
 }
@@ -238,7 +229,7 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
       }
       for (size_t cc = 0; cc < ncols; cc += nr)
         xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP);
-      store_rows(j, q, mr, r0 + i, col0, ncols);
+      for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
     }
   }
 }
@@ -411,7 +402,7 @@ static void dw_task(void *ctx, size_t t) { /* one output row (b, oy) */
 #ifdef XK_HAVE_AVX2
   if (j->avx2 && m == 1) {
     float *yrow = j->out + (b * j->oh + oy) * j->ow * j->ldc;
-    xk_dw_row r = {j->in + b * s->h * s->w * c, s->h, s->w, c, j->w, NULL, s->kh, s->kw, s->stride_w,
+    xk_dw_row r = {j->in + b * s->h * s->w * c, s->h, s->w, c, j->w, s->kh, s->kw, s->stride_w,
                    (size_t)dh, (size_t)dw, iy0, (long)s->pad_l, j->ow, yrow, j->ldc};
     xk_dw_row_avx2(&r);
     xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);

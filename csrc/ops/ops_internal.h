@@ -103,8 +103,11 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
  * Columns [col0, col0 + ncols) of row `row` of the output (stride ldc). For BITS, col0 must be
  * a multiple of 64 (acc is used as scratch). */
 void xk_output_store_f32(const xk_output *o, float *acc, size_t col0, size_t ncols, void *out, size_t ldc, size_t row);
-/* The output stage in place on y[0..n) = channels [col0, col0 + n). */
+/* The output stage in place on y[0..n) = channels [col0, col0 + n): xk_stage_rows when it
+ * applies, else xk_output_apply_passes (one pass per operation; for callers that already tried
+ * xk_stage_rows). */
 void xk_output_apply(const xk_output *o, float *y, size_t col0, size_t n);
+void xk_output_apply_passes(const xk_output *o, float *y, size_t col0, size_t n);
 /* The output stage in place on channels [col0, col0 + n) of `rows` rows of y (stride ldc floats):
  * xk_output_apply per row; an activation-only stage over contiguous rows is one pass. */
 void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n);

@@ -573,7 +573,7 @@ static void qdw_task(void *ctx, size_t t) {
   float *yrow = j->out + (b * j->oh + oy) * j->ow * j->ldc;
 #ifdef XK_HAVE_AVX2
   if (j->avx2 && m == 1) {
-    xk_dw_row r = {j->qin + b * s->h * s->w * c, s->h, s->w, c, j->wf, NULL, s->kh, s->kw, s->stride_w,
+    xk_dw_row r = {j->qin + b * s->h * s->w * c, s->h, s->w, c, j->wf, s->kh, s->kw, s->stride_w,
                    (size_t)dh, (size_t)dw, iy0, (long)s->pad_l, j->ow, yrow, j->ldc};
     xk_dw_row_avx2(&r);
     xk_output_apply_rows(j->o, yrow, j->ow, j->ldc, 0, oc);

@@ -37,8 +37,8 @@ typedef struct rt_op {
   uint64_t macs;
   uint64_t weight_bytes;
   /* load-time fusion (plan_fusion): res_in >= 0: this binary conv adds tensor res_in and writes
-   * tensor fused_out (the next op's output); fused: this op runs inside the previous one */
-  int32_t res_in, fused_out;
+   * the next op's output; fused: this op runs inside the previous one */
+  int32_t res_in;
   int fused;
 } rt_op;
 
@@ -735,7 +735,7 @@ static int overlaps(const xkf_tensor *a, const xkf_tensor *b) {
  * (1-based; graph outputs: op_count + 1). */
 static void plan_fusion(xk_model *m, const uint32_t *last) {
   const uint32_t nops = m->h->op_count;
-  for (uint32_t i = 0; i < nops; i++) m->ops[i].res_in = m->ops[i].fused_out = -1, m->ops[i].fused = 0;
+  for (uint32_t i = 0; i < nops; i++) m->ops[i].res_in = -1, m->ops[i].fused = 0;
   if (m->flags & XK_MODEL_NO_FUSION) return;
   for (uint32_t i = 0; i + 1 < nops; i++) {
     rt_op *r = &m->ops[i], *a = &m->ops[i + 1];
@@ -751,7 +751,6 @@ static void plan_fusion(xk_model *m, const uint32_t *last) {
     if (tx->size != ty->size || overlaps(ty, tin)) continue;
     if (ty->offset != tx->offset && overlaps(ty, tx)) continue;
     r->res_in = x;
-    r->fused_out = a->f->output;
     a->fused = 1;
     i++;
   }
@@ -844,10 +843,10 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
       xk_conv_shape s = r->cs;
       s.n = n;
       size_t ldc = r->out_bits ? to->row_bytes : s.oc;
-      if (r->res_in >= 0) { /* fused residual add: writes the add's output */
+      if (r->res_in >= 0) { /* fused residual add: writes the output of the add, the next op */
         xk_output o = r->out;
         o.residual = (const float *)tensor_ptr(m, r->res_in, n);
-        return xk_bconv2d_run(&s, r->packed, r->packed_size, in, &o, tensor_ptr(m, r->fused_out, n), ldc, m->ws,
+        return xk_bconv2d_run(&s, r->packed, r->packed_size, in, &o, tensor_ptr(m, r[1].f->output, n), ldc, m->ws,
                               m->ws_size);
       }
       return xk_bconv2d_run(&s, r->packed, r->packed_size, in, &r->out, out, ldc, m->ws, m->ws_size);

@@ -324,12 +324,7 @@ static void split_cols(size_t mr, size_t kw, const uint64_t *a, size_t lda, cons
 
 static void split_ukernel(size_t mr, size_t kw, const uint64_t *a, size_t lda, const uint8_t *panel, uint32_t *q,
                           size_t ldq) {
-  switch (mr) {
-    case 1: split_kernel(1, kw, a, lda, panel, q, ldq); break;
-    case 2: split_kernel(2, kw, a, lda, panel, q, ldq); break;
-    case 3: split_kernel(3, kw, a, lda, panel, q, ldq); break;
-    default: split_kernel(4, kw, a, lda, panel, q, ldq); break;
-  }
+  split_cols(mr, kw, a, lda, panel, 0, 4, q, ldq); /* one block of NR = 4 columns */
 }
 
 static const xk_bgemm_ukernel_desc xk_bgemm_avx2_split = {

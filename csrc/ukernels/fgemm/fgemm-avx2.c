@@ -66,13 +66,6 @@ static inline __m256 load_x(const float *x, size_t n, __m256i mask) {
   return n == 8 ? _mm256_loadu_ps(x) : _mm256_maskload_ps(x, mask);
 }
 
-static inline __m256 load_w(const xk_dw_row *r, size_t off, size_t n, __m256i mask) {
-  if (r->wf) return n == 8 ? _mm256_loadu_ps(r->wf + off) : _mm256_maskload_ps(r->wf + off, mask);
-  int64_t v = 0;
-  memcpy(&v, r->wq + off, n); /* never past the weights */
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
-}
-
 void xk_dw_row_avx2(const xk_dw_row *r) {
   const size_t c = r->c, kh = r->kh, kw = r->kw;
   const long dh = (long)r->dil_h, dw = (long)r->dil_w;
@@ -95,15 +88,15 @@ void xk_dw_row_avx2(const xk_dw_row *r) {
           /* one case per vector count, so the accumulators stay in registers; only the last
            * vector of a block may be partial (masked loads) */
           switch (nv) {
-            case 4: a3 = _mm256_fmadd_ps(load_x(x + 24, nb - 24, mlast), load_w(r, wo + 24, nb - 24, mlast), a3);
+            case 4: a3 = _mm256_fmadd_ps(load_x(x + 24, nb - 24, mlast), load_x(r->wf + wo + 24, nb - 24, mlast), a3);
               /* fall through */
             case 3: a2 = _mm256_fmadd_ps(load_x(x + 16, nv == 3 ? nb - 16 : 8, mlast),
-                                         load_w(r, wo + 16, nv == 3 ? nb - 16 : 8, mlast), a2);
+                                         load_x(r->wf + wo + 16, nv == 3 ? nb - 16 : 8, mlast), a2);
               /* fall through */
             case 2: a1 = _mm256_fmadd_ps(load_x(x + 8, nv == 2 ? nb - 8 : 8, mlast),
-                                         load_w(r, wo + 8, nv == 2 ? nb - 8 : 8, mlast), a1);
+                                         load_x(r->wf + wo + 8, nv == 2 ? nb - 8 : 8, mlast), a1);
               /* fall through */
-            default: a0 = _mm256_fmadd_ps(load_x(x, nv == 1 ? nb : 8, mlast), load_w(r, wo, nv == 1 ? nb : 8, mlast), a0);
+            default: a0 = _mm256_fmadd_ps(load_x(x, nv == 1 ? nb : 8, mlast), load_x(r->wf + wo, nv == 1 ? nb : 8, mlast), a0);
           }
         }
       }

@@ -45,16 +45,15 @@ extern const xk_qgemm_desc xk_qgemm_avx2;
  * vector lanes. One file per ISA; the portable loops of the op files are the scalar path.
  *
  * dw:   y[ox][ch] = sum over the window's taps inside the input, in (ky, kx) order, of
- *       x[iy][ix][ch] * w[ky][kx][ch] (channel multiplier 1). w is float (wf) or int8 (wq); with
- *       int8 weights x holds exact small integers and every partial sum is an integer below
- *       2^24, so the float accumulation is exact. Then the float output stage (caller).
+ *       x[iy][ix][ch] * w[ky][kx][ch] (channel multiplier 1), float weights (the int8 op passes
+ *       its weights converted, x holding exact small integers: every partial sum is an integer
+ *       below 2^24, so the float accumulation is exact). Then the float output stage (caller).
  * pool: max (NaN propagates) or sum in row-major tap order starting from the first tap, then
  *       divided by the count (avg); the window clipped to the input. */
 typedef struct xk_dw_row {
   const float *in;      /* image b, [h][w][c] */
   size_t h, w, c;
-  const float *wf;      /* [kh][kw][c] float weights, or NULL */
-  const int8_t *wq;     /* [kh][kw][c] int8 weights when wf is NULL */
+  const float *wf;      /* [kh][kw][c] float weights */
   size_t kh, kw, stride_w, dil_h, dil_w;
   long iy0, pad_l;      /* input row of ky = 0; left padding */
   size_t ow;

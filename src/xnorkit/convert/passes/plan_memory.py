@@ -31,25 +31,32 @@ def value_bytes(v: Value) -> int:
     return int(np.prod(v.shape)) * 4
 
 
-def fusable_add(g: Graph, i: int) -> bool:
+def last_readers(g: Graph) -> dict[Value, int]:
+    """Index of the last node reading each value (values never read are absent)."""
+    return {v: i for i, n in enumerate(g.nodes) for v in n.inputs}
+
+
+def fusable_add(g: Graph, i: int, readers: dict[Value, int] | None = None) -> bool:
     """Whether node i (a binary convolution) and node i + 1 (a residual add) run as one op in the
-    engine: float output read only by that add (activation none), not a graph output."""
+    engine: float output read only by that add (activation none), not a graph output.
+    `readers`: last_readers(g), when the caller has it."""
     n = g.nodes[i]
     if n.op != "bconv2d" or n.output.dtype != "f32" or i + 1 >= len(g.nodes) or n.output in g.outputs:
         return False
     a = g.nodes[i + 1]
     if a.op != "add" or a.attrs.get("act", "none") != "none" or a.inputs.count(n.output) != 1:
         return False
-    return not any(n.output in m.inputs for m in g.nodes[i + 2:])
+    return (readers if readers is not None else last_readers(g)).get(n.output) == i + 1
 
 
 def lifetimes(g: Graph) -> dict[Value, tuple[int, int]]:
     first: dict[Value, int] = {v: -1 for v in g.inputs}
     last: dict[Value, int] = {v: -1 for v in g.inputs}
+    readers = last_readers(g)
     for i, n in enumerate(g.nodes):
         first.setdefault(n.output, i)
         last.setdefault(n.output, i)
-        reads_until = i + 1 if fusable_add(g, i) else i  # the fused add still reads the conv's input
+        reads_until = i + 1 if fusable_add(g, i, readers) else i  # the fused add still reads the conv's input
         for v in n.inputs:
             last[v] = max(last.get(v, reads_until), reads_until)
     for v in g.outputs:
