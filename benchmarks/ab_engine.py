@@ -5,14 +5,18 @@
 Each revision (a git revision, or WORK for the working tree) is compiled into a shared library
 (the sources and flags of CMakeLists.txt's x86-64 / aarch64 build), both are loaded side by side
 by tests/c/ab_model.c and run each model alternately, run by run, in one process: phases of
-a busy host hit both builds alike. Prints per model the medians and the paired ratio B/A
-(median and quartiles over the pairs of runs; < 1: B is faster). Needs gcc and git.
+a busy host hit both builds alike. Prints per model the medians (min-max) and the paired ratio
+B/A (median and quartiles over the pairs of runs; < 1: B is faster). With --out BASE the
+comparison is also appended to BASE.md and BASE.json (one section per invocation, with the
+machine and date; the project's record: benchmarks/results/ab_engine). Needs gcc and git.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -81,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1", help="comma-separated thread counts")
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--cc", default="gcc")
+    ap.add_argument("--out", help="append the results to OUT.md and OUT.json (e.g. benchmarks/results/ab_engine)")
+    ap.add_argument("--title", default="", help="a heading for the --out section")
     args = ap.parse_args(argv)
     for m in args.models:
         if not Path(m).is_file():
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
         subprocess.run([args.cc, "-O2", f"-I{ROOT / 'include'}", str(ROOT / "tests" / "c" / "ab_model.c"), "-o",
                         str(harness), "-ldl"], check=True)
         print(f"A = {args.rev_a}, B = {args.rev_b}; {args.runs} alternating runs each; B/A < 1: B faster")
-        print(f"{'model':40s} {'threads':>7s} {'A median ms':>12s} {'B median ms':>12s} {'B/A paired':>22s}")
+        rows = []
         for m in args.models:
             for t in threads:
                 r = subprocess.run([str(harness), str(libs[0]), str(libs[1]), m, str(args.runs), str(t)],
@@ -103,10 +109,49 @@ def main(argv=None) -> int:
                 if r.returncode != 0:
                     print(f"{m}: {r.stderr.strip()}", file=sys.stderr)
                     return 1
-                d = json.loads(r.stdout)
-                print(f"{Path(m).name:40s} {t:7d} {d['a_median_ms']:12.3f} {d['b_median_ms']:12.3f} "
-                      f"{d['ratio_median']:8.3f} [{d['ratio_p25']:.3f}-{d['ratio_p75']:.3f}]")
+                rows.append({"model": Path(m).name, **json.loads(r.stdout)})
+    lines = [f"| model | threads | A median [min-max] ms | B median [min-max] ms | B/A paired median [p25-p75] |",
+             "|---|---|---|---|---|"]
+    for d in rows:
+        lines.append(f"| {d['model']} | {d['threads']} | {d['a_median_ms']:.3f} [{d['a_min_ms']:.3f}-{d['a_max_ms']:.3f}] "
+                     f"| {d['b_median_ms']:.3f} [{d['b_min_ms']:.3f}-{d['b_max_ms']:.3f}] "
+                     f"| {d['ratio_median']:.3f} [{d['ratio_p25']:.3f}-{d['ratio_p75']:.3f}] |")
+    print("\n".join(lines))
+    if args.out:
+        write_results(Path(args.out), args, rows, lines)
     return 0
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
+def write_results(base: Path, args, rows: list[dict], lines: list[str]) -> None:
+    """Append one section to base.md and one record to base.json (a list)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"date": datetime.date.today().isoformat(), "machine": machine(), "a": args.rev_a, "b": args.rev_b,
+           "title": args.title, "runs": args.runs, "rows": rows}
+    jpath, mpath = base.with_suffix(".json"), base.with_suffix(".md")
+    records = json.loads(jpath.read_text()) if jpath.exists() else []
+    records.append(rec)
+    jpath.write_text(json.dumps(records, indent=1))
+    head = "" if mpath.exists() else (
+        "# Engine A/B (benchmarks/ab_engine.py)\n\nTwo builds of the C engine loaded into one process and run "
+        "alternately, run by run, on the same model file (random weights, batch 1). Times: median [min-max] "
+        "over the runs; B/A: median and quartiles of the per-pair ratios (< 1: B faster). Identical builds read "
+        "0.995-1.008 on this machine.\n")
+    section = [f"\n## {args.title or (args.rev_a + ' vs ' + args.rev_b)}", "",
+               f"A = `{args.rev_a}`, B = `{args.rev_b}`; {rec['machine']}; {rec['date']}; {args.runs} runs each.", "",
+               *lines, ""]
+    with mpath.open("a") as fh:
+        fh.write(head + "\n".join(section))
+    print(f"appended to {mpath}")
 
 
 if __name__ == "__main__":

@@ -124,9 +124,10 @@ int main(int argc, char **argv) {
   qsort(t[0], runs, sizeof(double), cmp);
   qsort(t[1], runs, sizeof(double), cmp);
   qsort(ratio, runs, sizeof(double), cmp);
-  printf("{\"a_median_ms\": %.4f, \"a_min_ms\": %.4f, \"b_median_ms\": %.4f, \"b_min_ms\": %.4f, "
-         "\"ratio_median\": %.4f, \"ratio_p25\": %.4f, \"ratio_p75\": %.4f, \"runs\": %d, \"threads\": %d}\n",
-         1e3 * t[0][runs / 2], 1e3 * t[0][0], 1e3 * t[1][runs / 2], 1e3 * t[1][0], ratio[runs / 2], ratio[runs / 4],
-         ratio[3 * runs / 4], runs, threads);
+  printf("{\"a_median_ms\": %.4f, \"a_min_ms\": %.4f, \"a_max_ms\": %.4f, \"b_median_ms\": %.4f, "
+         "\"b_min_ms\": %.4f, \"b_max_ms\": %.4f, \"ratio_median\": %.4f, \"ratio_p25\": %.4f, "
+         "\"ratio_p75\": %.4f, \"runs\": %d, \"threads\": %d}\n",
+         1e3 * t[0][runs / 2], 1e3 * t[0][0], 1e3 * t[0][runs - 1], 1e3 * t[1][runs / 2], 1e3 * t[1][0],
+         1e3 * t[1][runs - 1], ratio[runs / 2], ratio[runs / 4], ratio[3 * runs / 4], runs, threads);
   return 0;
 }

@@ -3,6 +3,7 @@ engine twice)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -26,13 +27,21 @@ def test_ab_engine_runs_two_builds(tmp_path):
     b.inputs, b.outputs = [x], [y]
     model = tmp_path / "m.xk"
     model.write_bytes(b.build())
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), "WORK", "WORK", str(model),
-                        "--runs", "6", "--threads", "1,2"], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("m.xk")]
+    out = tmp_path / "ab"
+    for _ in range(2):  # --out appends a section per run
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), "WORK", "WORK", str(model),
+                            "--runs", "6", "--threads", "1,2", "--out", str(out), "--title", "smoke"],
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith("| m.xk")]
     assert [row[1] for row in rows] == ["1", "2"]
-    ratios = [float(row[4]) for row in rows]
+    ratios = [float(row[4].split()[0]) for row in rows]
     assert all(np.isfinite(ratios)) and all(0.05 < v < 20 for v in ratios)
+    records = json.loads(out.with_suffix(".json").read_text())
+    assert len(records) == 2 and [d["threads"] for d in records[1]["rows"]] == [1, 2]
+    assert all(d["a_min_ms"] <= d["a_median_ms"] <= d["a_max_ms"] for d in records[0]["rows"])
+    assert out.with_suffix(".md").read_text().count("## smoke") == 2
 
 
 def test_ab_engine_rejects_missing_model(tmp_path):
