@@ -93,7 +93,16 @@ def main(argv=None) -> int:
             ap.error(f"model file not found: {m}")
     if not shutil.which(args.cc):
         ap.error(f"compiler {args.cc!r} not found")
-    threads = [int(t) for t in args.threads.split(",")]
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads must be comma-separated integers, got {args.threads!r}")
+    if min(threads) < 1 or args.runs < 2:
+        ap.error("--threads needs counts >= 1 and --runs >= 2")
+    for rev in (args.rev_a, args.rev_b):
+        if rev.upper() != "WORK" and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                                                     cwd=ROOT, capture_output=True).returncode != 0:
+            ap.error(f"not a git revision (or WORK): {rev!r}")
     with tempfile.TemporaryDirectory(prefix="ab_engine_") as tmp:
         out = Path(tmp)
         libs = [build(args.rev_a, out, args.cc), build(args.rev_b, out, args.cc)]

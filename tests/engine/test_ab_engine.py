@@ -44,7 +44,16 @@ def test_ab_engine_runs_two_builds(tmp_path):
     assert out.with_suffix(".md").read_text().count("## smoke") == 2
 
 
-def test_ab_engine_rejects_missing_model(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), "WORK", "WORK",
-                        str(tmp_path / "nope.xk")], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "model file not found" in r.stderr
+@pytest.mark.parametrize("args,msg", [
+    (["WORK", "WORK", "{missing}"], "model file not found"),
+    (["WORK", "no-such-rev-xyz", "{model}"], "not a git revision"),
+    (["WORK", "WORK", "{model}", "--threads", "1,x"], "--threads must be comma-separated integers"),
+    (["WORK", "WORK", "{model}", "--runs", "1"], "--runs >= 2"),
+])
+def test_ab_engine_rejects_bad_input(tmp_path, args, msg):
+    model = tmp_path / "m.xk"
+    model.write_bytes(b"not compiled: rejected before any build")
+    argv = [a.format(missing=tmp_path / "nope.xk", model=model) for a in args]
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_engine.py"), *argv], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
