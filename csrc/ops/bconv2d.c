@@ -23,6 +23,7 @@
  *       a few row classes and column classes. base[ycls][xcls][c] = K_valid + 2 n_pad[c] is
  *       tabulated when the weights are packed and the epilogue uses dot = base - 2 q.
  */
+#include "bconv2d_direct.h"
 #include "ops_internal.h"
 
 #if defined(__SSE2__)
@@ -102,7 +103,8 @@ typedef struct blayout {
   size_t taps, cw, kwords, block_bytes, nblocks;
   size_t oh, ow, nyc, nxc;
   size_t panel_off, base_off, ycls_off, xcls_off, total;
-  int table; /* pad-0 correction table present */
+  int table;  /* pad-0 correction table present */
+  int direct; /* the direct path for few input channels (bconv2d_direct.h): its own panel */
 } blayout;
 
 static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa isa, blayout *L, const char *op) {
@@ -122,6 +124,11 @@ static xk_status make_layout(const xk_conv_shape *s, xk_pad_value pad, xk_isa is
   size_t steps = xk_div_up(L->kwords * 8, L->d->chunk_bytes);
   L->block_bytes = steps * L->d->nr * L->d->chunk_bytes * L->d->panel_expand;
   L->nblocks = xk_div_up(s->oc, L->d->nr);
+  if (L->oh * L->ow >= 4 && xk_bdirect_applies(s, isa)) {
+    L->direct = 1;
+    L->nblocks = 1;
+    L->block_bytes = xk_bdirect_panel_bytes(s);
+  }
   L->panel_off = XK_PACKED_HEADER;
   L->base_off = L->ycls_off = L->xcls_off = L->total = xk_align_up(L->panel_off + L->nblocks * L->block_bytes);
   int padded = s->pad_t || s->pad_b || s->pad_l || s->pad_r;
@@ -175,10 +182,18 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
   xk_packed_header h = {magic, (uint32_t)isa, s->oc, L.kwords, {(uint64_t)(int64_t)pad, L.oh, L.ow, L.nyc, L.nxc}};
   memcpy(p, &h, sizeof h);
 
+  if (L.direct) { /* the direct path's panel: 32-bit words of each channel's dense K-bit stream */
+    uint32_t words[XK_BDIRECT_MAX_STEPS + 1];
+    const size_t nw = L.taps * s->c / 32;
+    for (size_t o = 0; o < s->oc; o++) {
+      for (size_t i = 0; i < nw; i++) words[i] = (uint32_t)(weight_word(w, s->c, L.taps, o, i / 2) >> (32 * (i % 2)));
+      xk_bdirect_pack_row(s, o, words, p + L.panel_off);
+    }
+  }
   /* weight panel: blocks of NR output channels; per step, NR chunks of chunk_bytes */
   const xk_bgemm_ukernel_desc *d = L.d;
   const size_t cb = d->chunk_bytes, steps = xk_div_up(L.kwords * 8, cb), stride = cb * d->panel_expand;
-  for (size_t o = 0; o < s->oc; o++) {
+  for (size_t o = 0; o < (L.direct ? 0 : s->oc); o++) {
     uint8_t *blk = p + L.panel_off + (o / d->nr) * L.block_bytes;
     for (size_t st_i = 0; st_i < steps; st_i++) {
       uint8_t chunk[64];
@@ -604,9 +619,12 @@ static int implicit_im2col(const xk_conv_shape *s, const xk_bgemm_ukernel_desc *
 size_t xk_bconv2d_workspace_size(const xk_conv_shape *s) {
   size_t oh, ow;
   if (!s || xk_conv_out_size(s, &oh, &ow) != XK_OK) return 0;
-  if (direct_input(s)) return 0;
+  /* the direct path's split input (builds with it; the path is chosen at packing) */
+  const size_t direct = xk_bdirect_workspace_size(s, oh, ow);
+  if (direct_input(s)) return direct;
   /* the im2col matrix (kernels without implicit im2col; the family is chosen at packing) */
-  return xk_align_up(s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8);
+  const size_t im2col = xk_align_up(s->n * oh * ow * xk_div_up(s->kh * s->kw * s->c, 64) * 8);
+  return im2col > direct ? im2col : direct;
 }
 
 static xk_status unpack_layout(const xk_conv_shape *s, const void *packed, size_t packed_size, blayout *L,
@@ -643,6 +661,19 @@ xk_status xk_bconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   if (need && ((uintptr_t)ws) % 8) return xk_fail(XK_ERR_ARGUMENT, "%s: workspace must be 8-byte aligned", op);
 
   const uint8_t *p = (const uint8_t *)packed;
+  if (L.direct) {
+    xk_bdirect_job dj = {s, L.oh, L.ow, pad, in, p + L.panel_off, (int32_t)(L.taps * s->c), NULL, NULL, NULL, 0,
+                         o, (uint8_t *)out, ldc, (uint8_t *)ws};
+    if (L.table) {
+      dj.base = (const int32_t *)(p + L.base_off);
+      dj.ycls = (const uint16_t *)(p + L.ycls_off);
+      dj.xcls = (const uint16_t *)(p + L.xcls_off);
+      dj.nxc = L.nxc;
+    }
+    xk_bdirect_run(&dj);
+    xk_note_isa(XK_ISA_AVX2);
+    return XK_OK;
+  }
   bjob j;
   memset(&j, 0, sizeof j);
   j.d = L.d;

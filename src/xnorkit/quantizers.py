@@ -144,7 +144,7 @@ def _window_grad(grad: torch.Tensor, x: torch.Tensor, clip: float | None) -> tor
     if x.dtype in _FUSED_MASK_DTYPES and grad.dtype == x.dtype:
         t = _strict_bound(clip, x.dtype)
         return torch.ops.aten.hardtanh_backward(grad, x, -t, t)
-    return grad * (x.abs() <= clip).to(grad.dtype)
+    return grad * (x.abs().double() <= clip).to(grad.dtype)  # c itself, not c rounded to x's dtype
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ DW_CASES = [  # (n, h, w, c, k, stride, (t, l, b, r), dil)
     (2, 6, 5, 33, 3, 1, (1, 1, 1, 1), 1),
     (1, 8, 9, 30, 3, 1, (1, 1, 1, 1), 1),     # a partial fourth vector (24 + 6 channels)
     (1, 9, 8, 12, 3, 1, (1, 1, 1, 1), 1),     # a partial second vector
+    # <= 16 channels: four pixels at a time inside the image (QuickNet's 8-channel stride-2 stem)
+    (2, 14, 19, 8, 3, 2, (1, 1, 1, 1), 1),
+    (1, 9, 23, 5, 3, 1, (0, 2, 0, 1), 1),
+    (1, 8, 17, 16, 5, 1, (2, 2, 2, 2), 1),
 ]
 
 

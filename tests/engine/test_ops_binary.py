@@ -65,6 +65,17 @@ SHAPES = [
     (1, 9, 8, 32, 64, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2)),
     (1, 6, 7, 40, 5, 3, 2, (1, 2), (0, 1, 2, 0), (2, 1)),
     (1, 5, 5, 16, 70, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
+    # C = 32, 64, 96, 128 with taps * C/32 <= 63: the AVX2 direct path (bconv2d_direct.c); output
+    # widths leaving 1, 2, 3 pixels after the groups of 4, channel counts off the blocks of 8
+    (2, 7, 9, 32, 13, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 6, 7, 64, 40, 3, 3, (2, 2), (1, 0, 1, 1), (1, 1)),
+    (1, 8, 6, 96, 8, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    (2, 5, 10, 128, 17, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 9, 7, 32, 1, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
+    (1, 4, 6, 64, 9, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),
+    (1, 8, 8, 64, 16, 5, 5, (1, 1), (2, 1, 2, 3), (1, 1)),  # 50 steps
+    (1, 9, 9, 96, 7, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),   # 75 steps: the im2col path
+    (1, 3, 11, 32, 3, 3, 2, (2, 1), (0, 1, 2, 0), (1, 2)),
 ]
 
 
@@ -97,9 +108,10 @@ def test_bconv2d_pad_values_differ():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_bconv2d_bits_output(isa):
+@pytest.mark.parametrize("c,oc", [(65, 70), (32, 70), (64, 13), (128, 64), (96, 3)])
+def test_bconv2d_bits_output(isa, c, oc):
     rng = np.random.default_rng(1)
-    n, h, w, c, oc = 3, 7, 5, 65, 70
+    n, h, w = 3, 7, 5
     thr = rng.integers(-30, 30, size=oc).astype(np.int32)
     flip = (rng.random(oc) < 0.3).astype(np.uint8)
     with xk.use_isa(isa):
@@ -133,7 +145,7 @@ def test_bconv2d_float_output_stage(act):
 
 @pytest.mark.parametrize("stages", ["sc,bi", "relu,ps,pb", "sc,relu,ps,pb", "bi,relu,ps,pb", "sc,bi,relu,ps,pb",
                                     "sc,bi,relu"])
-@pytest.mark.parametrize("c", [32, 64])
+@pytest.mark.parametrize("c", [32, 64, 128])
 def test_bconv2d_float_stage_exact(stages, c):
     """The one-pass output stages round exactly like the op-by-op float32 reference."""
     rng = np.random.default_rng(7)
@@ -303,3 +315,50 @@ def test_bconv2d_without_the_conv_kernel():
                        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="the direct path is AVX2's")
+def test_bconv2d_without_the_direct_path():
+    """Convolutions with C = 32, 64, 96 or 128 run the direct path (bconv2d_direct.c);
+    XK_NO_DIRECT_BCONV=1 (read once per process) routes them through im2col and the GEMM kernels.
+    The exactness tests above, again in a process with the switch set, so both stay tested."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "XK_NO_DIRECT_BCONV": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k",
+                        "int32_exact or bits_output or random_shapes or stage_exact or padding_bits"],
+                       cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="the direct path is AVX2's")
+def test_bconv2d_direct_path_equals_im2col_float():
+    """Float outputs (folded BatchNorm + ReLU + post-BatchNorm, QuickNet's stage) of the direct
+    path and of the im2col path are bit-identical: the same float operations in the same order."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, %r)\n"
+        "from test_ops_binary import run_bconv\n"
+        "rng = np.random.default_rng(11); oc = 24\n"
+        "st = {'kind': 'float', 'scale': rng.normal(size=oc).astype(np.float32), 'bias': rng.normal(size=oc).astype(np.float32),"
+        " 'act': 1, 'post_scale': rng.normal(size=oc).astype(np.float32), 'post_bias': rng.normal(size=oc).astype(np.float32)}\n"
+        "_, y = run_bconv(rng, 2, 9, 7, 64, oc, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, out=st)\n"
+        "sys.stdout.buffer.write(np.ascontiguousarray(y, dtype=np.float32).tobytes())\n"
+    ) % str(__import__("pathlib").Path(__file__).parent)
+    outs = []
+    for off in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "XK_NO_DIRECT_BCONV"}
+        if off:
+            env["XK_NO_DIRECT_BCONV"] = "1"
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        outs.append(np.frombuffer(r.stdout, dtype=np.float32))
+    assert outs[0].size == 2 * 9 * 7 * 24 and np.isfinite(outs[0]).all()
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -66,11 +66,65 @@ static inline __m256 load_x(const float *x, size_t n, __m256i mask) {
   return n == 8 ? _mm256_loadu_ps(x) : _mm256_maskload_ps(x, mask);
 }
 
+/* Four output pixels ox..ox+3 at once for rows of at most 16 channels (two vectors), every tap
+ * inside the image along x: eight independent FMA chains where one pixel has one or two (the
+ * 8-channel stem of QuickNet was bound by the latency of one chain). Taps in the same (ky, kx)
+ * order, so each pixel's sums are the ones of the one-pixel loop. */
+static void dw_px4(const xk_dw_row *r, size_t ox, long dh, long dw, __m256i mlast) {
+  const size_t c = r->c, kw = r->kw, sx = r->stride_w * c, nv = (c + 7) / 8;
+  const long ix0 = (long)(ox * r->stride_w) - r->pad_l;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  for (size_t ky = 0; ky < r->kh; ky++) {
+    const long iy = r->iy0 + (long)ky * dh;
+    if (iy < 0 || iy >= (long)r->h) continue;
+    const float *xr = r->in + ((size_t)iy * r->w + (size_t)ix0) * c;
+    const float *wr = r->wf + ky * kw * c;
+    for (size_t kx = 0; kx < kw; kx++) {
+      const float *x = xr + (size_t)((long)kx * dw) * c, *wt = wr + kx * c;
+      if (nv == 1) {
+        const __m256 w0 = load_x(wt, c, mlast);
+        a0 = _mm256_fmadd_ps(load_x(x, c, mlast), w0, a0);
+        a1 = _mm256_fmadd_ps(load_x(x + sx, c, mlast), w0, a1);
+        a2 = _mm256_fmadd_ps(load_x(x + 2 * sx, c, mlast), w0, a2);
+        a3 = _mm256_fmadd_ps(load_x(x + 3 * sx, c, mlast), w0, a3);
+      } else {
+        const __m256 w0 = _mm256_loadu_ps(wt), w1 = load_x(wt + 8, c - 8, mlast);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x), w0, a0);
+        b0 = _mm256_fmadd_ps(load_x(x + 8, c - 8, mlast), w1, b0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + sx), w0, a1);
+        b1 = _mm256_fmadd_ps(load_x(x + sx + 8, c - 8, mlast), w1, b1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 2 * sx), w0, a2);
+        b2 = _mm256_fmadd_ps(load_x(x + 2 * sx + 8, c - 8, mlast), w1, b2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 3 * sx), w0, a3);
+        b3 = _mm256_fmadd_ps(load_x(x + 3 * sx + 8, c - 8, mlast), w1, b3);
+      }
+    }
+  }
+  const __m256 lo[4] = {a0, a1, a2, a3}, hi[4] = {b0, b1, b2, b3};
+  for (size_t i = 0; i < 4; i++) {
+    float *y = r->y + (ox + i) * r->ldy;
+    if (nv == 1) {
+      if (c == 8) _mm256_storeu_ps(y, lo[i]);
+      else _mm256_maskstore_ps(y, mlast, lo[i]);
+    } else {
+      _mm256_storeu_ps(y, lo[i]);
+      if (c == 16) _mm256_storeu_ps(y + 8, hi[i]);
+      else _mm256_maskstore_ps(y + 8, mlast, hi[i]);
+    }
+  }
+}
+
 void xk_dw_row_avx2(const xk_dw_row *r) {
   const size_t c = r->c, kh = r->kh, kw = r->kw;
   const long dh = (long)r->dil_h, dw = (long)r->dil_w;
   for (size_t ox = 0; ox < r->ow; ox++) {
     const long ix0 = (long)(ox * r->stride_w) - r->pad_l;
+    if (c <= 16 && ox + 4 <= r->ow && ix0 >= 0 &&
+        (long)((ox + 3) * r->stride_w) - r->pad_l + (long)(kw - 1) * dw < (long)r->w) {
+      dw_px4(r, ox, dh, dw, tail_mask(c - (c - 1) / 8 * 8));
+      ox += 3;
+      continue;
+    }
     float *y = r->y + ox * r->ldy;
     for (size_t c0 = 0; c0 < c; c0 += 32) {
       const size_t nb = c - c0 < 32 ? c - c0 : 32, nv = (nb + 7) / 8;

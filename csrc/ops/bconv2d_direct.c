@@ -1,0 +1,322 @@
+/* Direct binary convolution for few input channels (AVX2). See bconv2d_direct.h. */
+#include "bconv2d_direct.h"
+
+#include <stdlib.h>
+
+#if defined(XK_HAVE_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XK_BDIRECT 1
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+/* as in bgemm-avx2.c: GCC's tree-PRE keeps the kernel's accumulators in memory (a store per
+ * step and accumulator) */
+#pragma GCC optimize("no-tree-pre")
+#endif
+#else
+#define XK_BDIRECT 0
+#endif
+
+#define DMR 4   /* output pixels per kernel call */
+#define DCOLS 8 /* output channels per kernel call: one panel block */
+#define SERIAL_WORK ((size_t)1 << 17) /* pixel x channel x step products below which a call stays serial */
+
+static size_t steps_of(const xk_conv_shape *s) { return s->kh * s->kw * (s->c / 32); }
+
+int xk_bdirect_shape_ok(const xk_conv_shape *s) {
+#if XK_BDIRECT
+  return s->c % 32 == 0 && s->c >= 32 && s->c <= 128 && steps_of(s) <= XK_BDIRECT_MAX_STEPS;
+#else
+  (void)s;
+  return 0;
+#endif
+}
+
+int xk_bdirect_applies(const xk_conv_shape *s, xk_isa isa) {
+  static int off = -1; /* XK_NO_DIRECT_BCONV=1: the im2col path (A/B benchmarks, tests) */
+  if (off < 0) off = getenv("XK_NO_DIRECT_BCONV") != NULL;
+  return !off && isa == XK_ISA_AVX2 && xk_isa_available(XK_ISA_AVX2) && xk_bdirect_shape_ok(s);
+}
+
+size_t xk_bdirect_panel_bytes(const xk_conv_shape *s) {
+  return xk_div_up(s->oc, XK_BDIRECT_BLOCK) * steps_of(s) * 64;
+}
+
+/* Rows and columns of the padded input that the output reads. */
+static void padded_dims(const xk_conv_shape *s, size_t oh, size_t ow, size_t *hp, size_t *wp) {
+  *hp = (oh - 1) * s->stride_h + (s->kh - 1) * xk_dil(s->dil_h) + 1;
+  *wp = (ow - 1) * s->stride_w + (s->kw - 1) * xk_dil(s->dil_w) + 1;
+}
+
+size_t xk_bdirect_workspace_size(const xk_conv_shape *s, size_t oh, size_t ow) {
+  if (!xk_bdirect_shape_ok(s) || !oh || !ow) return 0;
+  size_t hp, wp;
+  padded_dims(s, oh, ow, &hp, &wp);
+  return xk_align_up(s->n * hp * wp * (s->c / 32) * 8);
+}
+
+void xk_bdirect_pack_row(const xk_conv_shape *s, size_t o, const uint32_t *words, uint8_t *panel) {
+  const size_t steps = steps_of(s), lane = o % XK_BDIRECT_BLOCK;
+  uint8_t *blk = panel + (o / XK_BDIRECT_BLOCK) * steps * 64 + (lane / 4) * 32 + (lane % 4) * 8;
+  for (size_t i = 0; i < steps; i++) {
+    const uint32_t lo = words[i] & 0x0f0f0f0fu, hi = (words[i] >> 4) & 0x0f0f0f0fu;
+    memcpy(blk + i * 64, &lo, 4);
+    memcpy(blk + i * 64 + 4, &hi, 4);
+  }
+}
+
+#if XK_BDIRECT
+/* The float output stages done in registers: y = pb + ps * relu(bi + sc * dot) (+ residual),
+ * each part optional, the same operations and roundings as xk_stage_rows (no FMA: this file is
+ * not built with it). */
+typedef struct fstage {
+  int on; /* float output with one of these stages */
+  const float *sc, *bi, *ps, *pb;
+  int relu;
+} fstage;
+
+static fstage fstage_of(const xk_output *o) {
+  fstage f;
+  memset(&f, 0, sizeof f);
+  if (o->kind != XK_OUT_FLOAT || (o->act.kind != XK_ACT_NONE && o->act.kind != XK_ACT_RELU)) return f;
+  f.on = 1;
+  f.sc = o->scale;
+  f.bi = o->bias;
+  f.ps = o->post_scale;
+  f.pb = o->post_bias;
+  f.relu = o->act.kind == XK_ACT_RELU;
+  return f;
+}
+
+typedef struct dgeom {
+  const xk_bdirect_job *j;
+  size_t hp, wp, dw, pix; /* padded size, channel words per pixel, bytes per split pixel */
+  size_t steps, rows_per_task;
+  size_t soff[XK_BDIRECT_MAX_STEPS]; /* byte offset of each step (tap, channel word) in the split input */
+  fstage fs;
+} dgeom;
+
+/* Rows (image, padded row) of the split input: per pixel and channel word x, the 64-bit word
+ * [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f]; outside the image the pad value's bits. */
+static void prep_task(void *ctx, size_t t) {
+  const dgeom *g = (const dgeom *)ctx;
+  const xk_bdirect_job *j = g->j;
+  const xk_conv_shape *s = j->s;
+  const size_t nrows = s->n * g->hp, r1 = (t + 1) * g->rows_per_task < nrows ? (t + 1) * g->rows_per_task : nrows;
+  const size_t in_pix = xk_div_up(s->c, 64) * 8;
+  const uint64_t fill = j->pad == XK_PAD_MINUS ? UINT64_C(0x0f0f0f0f0f0f0f0f) : 0;
+  for (size_t r = t * g->rows_per_task; r < r1; r++) {
+    const size_t b = r / g->hp;
+    const long iy = (long)(r % g->hp) - (long)s->pad_t;
+    uint64_t *dst = (uint64_t *)(j->ws + r * g->wp * g->pix);
+    if (iy < 0 || iy >= (long)s->h) {
+      for (size_t i = 0; i < g->wp * g->dw; i++) dst[i] = fill;
+      continue;
+    }
+    const uint8_t *row = j->in + (b * s->h + (size_t)iy) * s->w * in_pix;
+    for (size_t px = 0; px < g->wp; px++, dst += g->dw) {
+      const long ix = (long)px - (long)s->pad_l;
+      if (ix < 0 || ix >= (long)s->w) {
+        for (size_t d = 0; d < g->dw; d++) dst[d] = fill;
+        continue;
+      }
+      const uint8_t *src = row + (size_t)ix * in_pix;
+      for (size_t d = 0; d < g->dw; d++) {
+        uint32_t x;
+        memcpy(&x, src + 4 * d, 4);
+        dst[d] = (uint64_t)(x & 0x0f0f0f0fu) | (uint64_t)((x >> 4) & 0x0f0f0f0fu) << 32;
+      }
+    }
+  }
+}
+
+/* Popcounts of MR <= 4 pixels (split input at ap[r] + soff[step]) against the 8 output channels
+ * of one panel block w (two vectors of 4): cnt[r][0..8). One step (tap, channel word) at a time;
+ * named accumulators (an array of them stays in memory with GCC 12). */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void dkernel(const int MR, size_t steps, const size_t *soff,
+                                                                     const uint8_t *const *ap, const uint8_t *w,
+                                                                     int32_t cnt[DMR][DCOLS]) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+  const uint8_t *p0 = ap[0], *p1 = ap[MR > 1 ? 1 : 0], *p2 = ap[MR > 2 ? 2 : 0], *p3 = ap[MR > 3 ? 3 : 0];
+  for (size_t st = 0; st < steps; st++, w += 64) {
+    const size_t off = soff[st];
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)w), b1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+    __m256i a;
+    /* vbroadcastsd: a load-port broadcast */
+#define DROW(p, x0, x1)                                                                      \
+  a = _mm256_castpd_si256(_mm256_broadcast_sd((const double *)(const void *)((p) + off)));   \
+  x0 = _mm256_add_epi8(x0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(a, b0)));              \
+  x1 = _mm256_add_epi8(x1, _mm256_shuffle_epi8(lut, _mm256_xor_si256(a, b1)));
+    DROW(p0, c00, c01)
+    if (MR > 1) { DROW(p1, c10, c11) }
+    if (MR > 2) { DROW(p2, c20, c21) }
+    if (MR > 3) { DROW(p3, c30, c31) }
+#undef DROW
+  }
+  /* per vector, vpsadbw: the counts of its 4 channels in 64-bit lanes; two vectors -> 8 int32 */
+  const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+#define DOUT(r, x0, x1)                                                                                  \
+  _mm256_storeu_si256((__m256i *)cnt[r],                                                                 \
+                      _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8(x0, zero),            \
+                                                                  _mm256_slli_epi64(_mm256_sad_epu8(x1, zero), 32)), \
+                                                  order));
+  DOUT(0, c00, c01)
+  if (MR > 1) { DOUT(1, c10, c11) }
+  if (MR > 2) { DOUT(2, c20, c21) }
+  if (MR > 3) { DOUT(3, c30, c31) }
+#undef DOUT
+}
+
+__attribute__((target("avx2"), noinline)) static void dkernel_any(size_t mr, size_t steps, const size_t *soff,
+                                                                   const uint8_t *const *ap, const uint8_t *w,
+                                                                   int32_t cnt[DMR][DCOLS]) {
+  switch (mr) {
+    case 1: dkernel(1, steps, soff, ap, w, cnt); break;
+    case 2: dkernel(2, steps, soff, ap, w, cnt); break;
+    case 3: dkernel(3, steps, soff, ap, w, cnt); break;
+    default: dkernel(4, steps, soff, ap, w, cnt); break;
+  }
+}
+
+/* The output stage of one pixel (output row `row`, position oy, ox) for channels
+ * [col0, col0 + nc): dot = base - 2 cnt, then int32, float (stage + residual) or bits. */
+__attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, size_t row, size_t oy, size_t ox,
+                                                       size_t col0, size_t nc, const int32_t *cnt) {
+  const xk_output *o = j->o;
+  const size_t oc = j->s->oc;
+  int32_t dot[DCOLS];
+  if (j->base) {
+    const int32_t *b = j->base + ((size_t)j->ycls[oy] * j->nxc + j->xcls[ox]) * oc + col0;
+    for (size_t c = 0; c < nc; c++) dot[c] = b[c] - 2 * cnt[c];
+  } else {
+    for (size_t c = 0; c < nc; c++) dot[c] = j->kfull - 2 * cnt[c];
+  }
+  switch (o->kind) {
+    case XK_OUT_INT32: memcpy((int32_t *)j->out + row * j->ldc + col0, dot, nc * sizeof(int32_t)); break;
+    case XK_OUT_FLOAT: {
+      float *y = (float *)j->out + row * j->ldc + col0;
+      if (!xk_stage_rows(o, col0, nc, 1, dot, NULL, 0, y, 0)) {
+        for (size_t c = 0; c < nc; c++) y[c] = (float)dot[c];
+        xk_output_apply_passes(o, y, col0, nc);
+      }
+      if (o->residual) { /* in place allowed: each element read, then written */
+        const float *res = o->residual + row * j->ldc + col0;
+        for (size_t c = 0; c < nc; c++) y[c] = y[c] + res[c];
+      }
+      break;
+    }
+    case XK_OUT_BITS: {
+      uint8_t *dst = j->out + row * j->ldc + col0 / 8; /* col0 is a multiple of 8 */
+      const int32_t *thr = o->threshold + col0;
+      size_t c = 0;
+      for (; c + 8 <= nc; c += 8) {
+        const __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(thr + c)),
+                                              _mm256_loadu_si256((const __m256i *)(dot + c)));
+        dst[c / 8] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+      }
+      if (c < nc) {
+        unsigned bits = 0;
+        for (size_t k = c; k < nc; k++) bits |= (unsigned)(dot[k] < thr[k]) << (k - c);
+        dst[c / 8] = (uint8_t)bits;
+      }
+      if (o->flip)
+        for (size_t k = 0; k < nc; k++) dst[k / 8] ^= (uint8_t)((o->flip[col0 + k] & 1) << (k % 8));
+      if (col0 + nc == oc) /* the row's padding bytes, up to its last 64-bit word */
+        for (size_t k = xk_div_up(oc, 8); k < xk_div_up(oc, 64) * 8; k++) j->out[row * j->ldc + k] = 0;
+      break;
+    }
+  }
+}
+
+/* MR pixels x 8 channels [col0, col0 + 8) (all < oc) of the float output. */
+__attribute__((target("avx2"))) static void fast_float8(const xk_bdirect_job *j, const fstage *f, size_t row0,
+                                                         size_t oy, size_t ox, size_t mr, size_t col0,
+                                                         size_t k, int32_t cnt[DMR][DCOLS]) {
+  const size_t oc = j->s->oc;
+  const __m256 sc = f->sc ? _mm256_loadu_ps(f->sc + col0) : _mm256_setzero_ps();
+  const __m256 bi = f->bi ? _mm256_loadu_ps(f->bi + col0) : _mm256_setzero_ps();
+  const __m256 ps = f->ps ? _mm256_loadu_ps(f->ps + col0) : _mm256_setzero_ps();
+  const __m256 pb = f->pb ? _mm256_loadu_ps(f->pb + col0) : _mm256_setzero_ps();
+  const __m256i kfull = _mm256_set1_epi32(j->kfull);
+  for (size_t i = 0; i < mr; i++) {
+    const size_t row = row0 + i;
+    const __m256i c = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)&cnt[i][k]), 1);
+    __m256i base = kfull;
+    if (j->base)
+      base = _mm256_loadu_si256(
+          (const __m256i *)(j->base + ((size_t)j->ycls[oy] * j->nxc + j->xcls[ox + i]) * oc + col0));
+    __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(base, c));
+    if (f->sc) v = _mm256_mul_ps(sc, v);
+    if (f->bi) v = _mm256_add_ps(v, bi);
+    if (f->relu) v = _mm256_max_ps(v, _mm256_setzero_ps()); /* -0 and NaN -> +0, as v > 0 ? v : 0 */
+    if (f->ps) v = _mm256_mul_ps(v, ps);
+    if (f->pb) v = _mm256_add_ps(v, pb);
+    float *y = (float *)j->out + row * j->ldc + col0;
+    if (j->o->residual) v = _mm256_add_ps(v, _mm256_loadu_ps(j->o->residual + row * j->ldc + col0));
+    _mm256_storeu_ps(y, v);
+  }
+}
+
+__attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
+  const dgeom *g = (const dgeom *)ctx;
+  const xk_bdirect_job *j = g->j;
+  const xk_conv_shape *s = j->s;
+  const size_t nrows = s->n * j->oh, r1 = (t + 1) * g->rows_per_task < nrows ? (t + 1) * g->rows_per_task : nrows;
+  const size_t wblk = g->steps * 64;
+  int32_t cnt[DMR][DCOLS];
+  /* channel blocks outermost: a block's weights (steps * 128 bytes) stay in L1 over the task's
+   * rows, where the whole panel (up to 37 KiB for 128 -> 128 channels) would not */
+  for (size_t col0 = 0; col0 < s->oc; col0 += DCOLS) {
+    const size_t nc = s->oc - col0 < DCOLS ? s->oc - col0 : DCOLS;
+    const uint8_t *w = j->panel + (col0 / XK_BDIRECT_BLOCK) * wblk;
+    for (size_t r = t * g->rows_per_task; r < r1; r++) {
+      const size_t b = r / j->oh, oy = r % j->oh;
+      const uint8_t *rowbase = j->ws + (b * g->hp + oy * s->stride_h) * g->wp * g->pix;
+      for (size_t ox = 0; ox < j->ow; ox += DMR) {
+        const size_t mr = j->ow - ox < DMR ? j->ow - ox : DMR;
+        const uint8_t *ap[DMR];
+        for (size_t i = 0; i < DMR; i++) ap[i] = rowbase + (ox + (i < mr ? i : 0)) * s->stride_w * g->pix;
+        dkernel_any(mr, g->steps, g->soff, ap, w, cnt);
+        size_t done = 0;
+        if (g->fs.on) /* whole blocks of 8 channels in registers */
+          for (; done + 8 <= nc; done += 8) fast_float8(j, &g->fs, r * j->ow + ox, oy, ox, mr, col0 + done, done, cnt);
+        if (done < nc)
+          for (size_t i = 0; i < mr; i++)
+            depilogue(j, r * j->ow + ox + i, oy, ox + i, col0 + done, nc - done, cnt[i] + done);
+      }
+    }
+  }
+}
+
+void xk_bdirect_run(const xk_bdirect_job *j) {
+  const xk_conv_shape *s = j->s;
+  dgeom g;
+  memset(&g, 0, sizeof g);
+  g.j = j;
+  padded_dims(s, j->oh, j->ow, &g.hp, &g.wp);
+  g.dw = s->c / 32;
+  g.pix = g.dw * 8;
+  g.steps = steps_of(s);
+  g.fs = fstage_of(j->o);
+  const size_t dh = xk_dil(s->dil_h), dwl = xk_dil(s->dil_w);
+  for (size_t ky = 0, t = 0; ky < s->kh; ky++)
+    for (size_t kx = 0; kx < s->kw; kx++)
+      for (size_t d = 0; d < g.dw; d++, t++) g.soff[t] = (ky * dh * g.wp + kx * dwl) * g.pix + 8 * d;
+  const size_t nthreads = (size_t)xk_get_num_threads();
+  const int serial = s->n * j->oh * j->ow * s->oc * g.steps < SERIAL_WORK || nthreads < 2;
+
+  size_t nrows = s->n * g.hp, ntasks = serial ? 1 : nthreads * 2;
+  g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
+  if (serial) prep_task(&g, 0);
+  else xk_parallel_for(xk_div_up(nrows, g.rows_per_task), prep_task, &g);
+
+  nrows = s->n * j->oh;
+  ntasks = serial ? 1 : nthreads * 4;
+  g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
+  if (serial) conv_task(&g, 0);
+  else xk_parallel_for(xk_div_up(nrows, g.rows_per_task), conv_task, &g);
+}
+#else
+void xk_bdirect_run(const xk_bdirect_job *j) { (void)j; }
+#endif
