@@ -163,7 +163,7 @@ static void tiled_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
   float *slot = j->ws + t * j->slot_floats;
   if (!j->split_cols) {
-    for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+    for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
       size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
       im2col_f32(j, r0, rows, slot);
       gemm_rows(j, slot, j->k, r0, rows, 0, 1);
@@ -236,7 +236,7 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
 
 static void direct_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
-  for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+  for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
     const size_t r0 = tile * MT;
     direct_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
   }

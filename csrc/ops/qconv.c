@@ -278,7 +278,7 @@ static void tiled_task(void *ctx, size_t t) {
   const qjob *j = (const qjob *)ctx;
   int16_t *slot = j->ws + t * j->slot_elems;
   if (!j->split_cols) {
-    for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+    for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
       size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
       gather(j, r0, rows, slot);
       gemm_rows(j, slot, r0, rows, 0, 1);
@@ -356,7 +356,7 @@ static void qdirect_tile(const qdjob *j, size_t r0, size_t rows) {
 
 static void qdirect_task(void *ctx, size_t t) {
   const qdjob *j = (const qdjob *)ctx;
-  for (size_t tile = t; tile < j->ntiles; tile += j->nt) {
+  for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
     const size_t r0 = tile * MT;
     qdirect_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
   }
