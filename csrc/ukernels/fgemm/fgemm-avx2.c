@@ -183,7 +183,47 @@ void xk_pool_row_avx2(const xk_pool_row *r) {
       }
       div = _mm256_set1_ps((float)cnt);
     }
-    for (size_t c0 = 0; c0 < c; c0 += 8) {
+    size_t c0 = 0;
+    /* 32 channels at a time: four independent chains (the max step, compare + blend, is bound by
+     * its latency; one chain per 8 channels ran at a quarter of the throughput). Each chain
+     * takes the taps in the same order as below, so the results are the same bits. */
+    for (; c0 + 32 <= c; c0 += 32) {
+      const float *base = r->in + c0;
+      const float *x0 = base + ((size_t)r->ylo * r->w + (size_t)xlo) * c;
+      __m256 a0 = _mm256_loadu_ps(x0), a1 = _mm256_loadu_ps(x0 + 8), a2 = _mm256_loadu_ps(x0 + 16),
+             a3 = _mm256_loadu_ps(x0 + 24);
+      for (long iy = r->ylo; iy < r->yhi; iy++)
+        for (long ix = iy == r->ylo ? xlo + 1 : xlo; ix < xhi; ix++) {
+          const float *xp = base + ((size_t)iy * r->w + (size_t)ix) * c;
+          const __m256 v0 = _mm256_loadu_ps(xp), v1 = _mm256_loadu_ps(xp + 8), v2 = _mm256_loadu_ps(xp + 16),
+                       v3 = _mm256_loadu_ps(xp + 24);
+          if (r->avg) {
+            a0 = _mm256_add_ps(a0, v0);
+            a1 = _mm256_add_ps(a1, v1);
+            a2 = _mm256_add_ps(a2, v2);
+            a3 = _mm256_add_ps(a3, v3);
+          } else {
+#define XK_MAX_STEP(a, v) \
+  a = _mm256_blendv_ps(a, v, _mm256_or_ps(_mm256_cmp_ps(v, a, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
+            XK_MAX_STEP(a0, v0);
+            XK_MAX_STEP(a1, v1);
+            XK_MAX_STEP(a2, v2);
+            XK_MAX_STEP(a3, v3);
+#undef XK_MAX_STEP
+          }
+        }
+      if (r->avg) {
+        a0 = _mm256_div_ps(a0, div);
+        a1 = _mm256_div_ps(a1, div);
+        a2 = _mm256_div_ps(a2, div);
+        a3 = _mm256_div_ps(a3, div);
+      }
+      _mm256_storeu_ps(y + c0, a0);
+      _mm256_storeu_ps(y + c0 + 8, a1);
+      _mm256_storeu_ps(y + c0 + 16, a2);
+      _mm256_storeu_ps(y + c0 + 24, a3);
+    }
+    for (; c0 < c; c0 += 8) {
       const size_t n = c - c0 < 8 ? c - c0 : 8;
       const __m256i m = tail_mask(n);
       const float *base = r->in + c0;
