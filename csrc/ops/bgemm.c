@@ -60,7 +60,7 @@ static xk_status pack_rows(const void *x, size_t rows, size_t k, size_t ld, uint
   if (!j.d) return xk_fail(XK_ERR_UNSUPPORTED, "no kernels for ISA %s", xk_isa_name(isa));
   if (((uintptr_t)out) % 8) return xk_fail(XK_ERR_ARGUMENT, "pack: output must be 8-byte aligned");
   size_t bytes = rows * k * j.esize;
-  size_t ntasks = bytes < ((size_t)1 << 20) ? 1 : (size_t)xk_get_num_threads() * 4;
+  size_t ntasks = bytes < ((size_t)1 << 17) ? 1 : (size_t)xk_get_num_threads() * 4;
   if (ntasks > rows) ntasks = rows;
   j.rows_per_task = xk_div_up(rows, ntasks);
   xk_parallel_for(xk_div_up(rows, j.rows_per_task), pack_task, &j);
