@@ -182,6 +182,7 @@ def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int 
         r(warmup) if name == "lce" else timed(r, warmup)
     ts: dict[str, list[float]] = {k: [] for k in runners}
     cs: dict[str, list[float]] = {k: [] for k in runners}
+    rounds: dict[str, list[float | None]] = {k: [] for k in runners}  # per round: the chunk's median (ms)
     t_end = time.perf_counter() + budget
     while any(len(v) < repeats for v in ts.values()):
         for name, r in runners.items():
@@ -189,9 +190,12 @@ def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int 
                 w, c = r(chunk + 1) if name == "lce" else timed(r, chunk + 1)
                 ts[name] += w[1:]
                 cs[name] += c[1:]
+                rounds[name].append(statistics.median(w[1:]) * 1e3)
+            else:
+                rounds[name].append(None)
         if time.perf_counter() > t_end and all(len(v) >= 5 for v in ts.values()):
             break
-    return {k: stats(v, cs[k]) for k, v in ts.items()}
+    return {k: {**stats(v, cs[k]), "rounds_ms": rounds[k]} for k, v in ts.items()}
 
 
 def convert_model(model, x: torch.Tensor, precision: str) -> bytes:
@@ -323,6 +327,23 @@ def ratio(peer: dict | None, ours: dict | None) -> str:
     return f"{peer['median_ms'] / ours['median_ms']:.1f}x"
 
 
+def paired(peer: dict | None, ours: dict | None) -> list[float]:
+    """Per-round ratios peer / ours (chunk medians of the same round, adjacent in time)."""
+    if not peer or not ours:
+        return []
+    return [p / o for p, o in zip(peer.get("rounds_ms", []), ours.get("rounds_ms", [])) if p and o]
+
+
+def ratio_paired(peer: dict | None, ours: dict | None) -> str:
+    """Median [quartiles] of the per-round ratios: a host phase that slows one round slows both
+    runtimes of that round, so this moves less between runs than the ratio of the medians."""
+    rs = paired(peer, ours)
+    if len(rs) < 3:
+        return "-"
+    q = statistics.quantiles(rs, n=4)
+    return f"{statistics.median(rs):.1f}x [{q[0]:.1f}-{q[2]:.1f}]"
+
+
 def write_results(out: dict, base: Path) -> None:
     base.parent.mkdir(parents=True, exist_ok=True)
     base.with_suffix(".json").write_text(json.dumps(out, indent=1))
@@ -341,7 +362,9 @@ def write_results(out: dict, base: Path) -> None:
         "float twin: the same architecture with every quantizer removed (a float network), in PyTorch eager and "
         "exported to ONNX for onnxruntime. "
         "LCE: larq-zoo model converted by larq-compute-engine, `Interpreter(use_indirect_bgemm=True, "
-        "use_xnnpack=True)`.",
+        "use_xnnpack=True)`. Paired columns: the median [quartiles] over rounds of the ratio of the two runtimes' "
+        "chunk medians in the same round (the turns of one round are adjacent in time, so a slow phase of the "
+        "shared host weighs on both; the ratio of the overall medians can move by a third between runs here).",
         "",
     ]
     if out.get("lce_error"):
@@ -355,6 +378,7 @@ def write_results(out: dict, base: Path) -> None:
                   "| model | xnorkit | xnorkit int8 | PyTorch BNN | PyTorch float twin | onnxruntime float twin | LCE | "
                   "vs PyTorch BNN | vs PyTorch float | vs ORT | vs LCE | int8 vs LCE | LCE (issue, 1T) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        paired_rows = []
         for name, m in out["models"].items():
             r = m.get("threads", {}).get(str(t), {})
             lce_s = r.get("lce")
@@ -367,6 +391,12 @@ def write_results(out: dict, base: Path) -> None:
                          f"{ratio(lce_s, r.get('xnorkit_int8'))} | "
                          f"{issue if issue else '-'}" + (f" ({issue / ours['median_ms']:.1f}x)" if issue and ours and t == 1 else "")
                          + " |")
+            i8 = r.get("xnorkit_int8")
+            paired_rows.append(f"| {name} | {ratio_paired(lce_s, ours)} | {ratio_paired(lce_s, i8)} | "
+                               f"{ratio_paired(r.get('torch'), ours)} | {ratio_paired(r.get('torch'), i8)} |")
+        lines += ["", f"Paired per-round ratios, {t} thread{'s' if t > 1 else ''}:", "",
+                  "| model | vs LCE | int8 vs LCE | vs PyTorch BNN | int8 vs PyTorch BNN |", "|---|---|---|---|---|"]
+        lines += paired_rows
         lines.append("")
     if any("cpu" in (m.get("threads", {}).get("1", {}).get("xnorkit") or {}) for m in out["models"].values()):
         lines += ["## 1 thread, CPU time of the calling thread", "",
