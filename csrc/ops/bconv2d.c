@@ -26,10 +26,6 @@
 #include "bconv2d_direct.h"
 #include "ops_internal.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 /* x86-64 builds with the AVX2 kernels also compile the output stage for AVX2 (GCC / Clang
  * function target), used when the op's kernel family is AVX2 or AVX-512. */
 #if defined(XK_HAVE_AVX2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -182,6 +178,9 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
   xk_packed_header h = {magic, (uint32_t)isa, s->oc, L.kwords, {(uint64_t)(int64_t)pad, L.oh, L.ow, L.nyc, L.nxc}};
   memcpy(p, &h, sizeof h);
 
+  /* weight panel: blocks of NR output channels; per step, NR chunks of chunk_bytes */
+  const xk_bgemm_ukernel_desc *d = L.d;
+  const size_t cb = d->chunk_bytes, steps = xk_div_up(L.kwords * 8, cb), stride = cb * d->panel_expand;
   if (L.direct) { /* the direct path's panel: 32-bit words of each channel's dense K-bit stream */
     uint32_t words[XK_BDIRECT_MAX_STEPS + 1];
     const size_t nw = L.taps * s->c / 32;
@@ -190,10 +189,7 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
       xk_bdirect_pack_row(s, o, words, p + L.panel_off);
     }
   }
-  /* weight panel: blocks of NR output channels; per step, NR chunks of chunk_bytes */
-  const xk_bgemm_ukernel_desc *d = L.d;
-  const size_t cb = d->chunk_bytes, steps = xk_div_up(L.kwords * 8, cb), stride = cb * d->panel_expand;
-  for (size_t o = 0; o < (L.direct ? 0 : s->oc); o++) {
+  for (size_t o = 0; !L.direct && o < s->oc; o++) {
     uint8_t *blk = p + L.panel_off + (o / d->nr) * L.block_bytes;
     for (size_t st_i = 0; st_i < steps; st_i++) {
       uint8_t chunk[64];
@@ -274,30 +270,6 @@ typedef struct bjob {
   int avx2; /* the AVX2 build of the output stage */
 } bjob;
 
-/* Packed-bits output of one row: bit c = (dot[c] < t[c]) XOR flip bit c. */
-static uint64_t threshold_word(const int32_t *dot, const int32_t *t, size_t ncols, uint64_t flip) {
-  uint64_t word = 0;
-  size_t c = 0;
-#if defined(__SSE2__)
-  for (; c + 8 <= ncols; c += 8) {
-    __m128i lo = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c)), _mm_loadu_si128((const __m128i *)(t + c)));
-    __m128i hi = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c + 4)),
-                                 _mm_loadu_si128((const __m128i *)(t + c + 4)));
-    word |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_packs_epi32(lo, hi), _mm_setzero_si128())) << c;
-  }
-#endif
-  for (; c < ncols; c++) word |= (uint64_t)(dot[c] < t[c]) << c;
-  return word ^ flip;
-}
-
-/* The flip bits of output channels [col0, col0 + ncols) as one packed-output word (0 without). */
-static uint64_t flip_word(const xk_output *o, size_t col0, size_t ncols) {
-  uint64_t flip = 0;
-  if (o->kind == XK_OUT_BITS && o->flip)
-    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(o->flip[col0 + c] & 1) << c;
-  return flip;
-}
-
 /* Output position of a GEMM row (batch, y, x), stepped row by row without division. */
 typedef struct rowpos {
   size_t b, y, x;
@@ -341,20 +313,12 @@ static XK_ALWAYS_INLINE void epilogue_body(const bjob *j, size_t i, size_t mr, s
     switch (o->kind) {
       case XK_OUT_INT32: memcpy((int32_t *)j->c + row * j->ldc + col0, dot, ncols * sizeof(int32_t)); break;
       case XK_OUT_FLOAT: {
-        float *y = (float *)j->c + row * j->ldc + col0;
-        /* the common stages in one pass (same operations and roundings as xk_output_apply) */
-        if (!xk_stage_rows(o, col0, ncols, 1, dot, NULL, 0, y, 0)) {
-          for (size_t c = 0; c < ncols; c++) y[c] = (float)dot[c];
-          xk_output_apply_passes(o, y, col0, ncols);
-        }
-        if (o->residual) { /* fused residual add (in place allowed: each element read, then written) */
-          const float *res = o->residual + row * j->ldc + col0;
-          for (size_t c = 0; c < ncols; c++) y[c] = y[c] + res[c];
-        }
+        xk_float_row(o, dot, col0, ncols, (float *)j->c + row * j->ldc + col0,
+                     o->residual ? o->residual + row * j->ldc + col0 : NULL);
         break;
       }
       case XK_OUT_BITS: {
-        uint64_t word = threshold_word(dot, o->threshold + col0, ncols, flip);
+        uint64_t word = xk_threshold_word(dot, o->threshold + col0, ncols, flip);
         memcpy(j->c + row * j->ldc + (col0 / 64) * 8, &word, 8);
         break;
       }
@@ -422,7 +386,7 @@ static void gemm_task(void *ctx, size_t t) {
 #else
   uint64_t *prepped = NULL; /* no prep_a kernels in this build: keep small stacks small (Cortex-M) */
 #endif
-  const uint64_t flip = flip_word(j->o, col0, ncols);
+  const uint64_t flip = xk_flip_word(j->o, col0, ncols);
   for (size_t i = i0; i < i1; i += d->mr) {
     size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
     const uint64_t *a = kernel_rows(d, j->a + i * j->lda_w, j->lda_w, mr, j->kwords, prepped, &lda);
@@ -521,7 +485,7 @@ static void rows_task(void *ctx, size_t t) {
     const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
     for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
       size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
-      const uint64_t flip = flip_word(j->o, col0, ncols);
+      const uint64_t flip = xk_flip_word(j->o, col0, ncols);
       kernel_cols(d, mr, j->kwords, a, lda, j->blocks + (col0 / d->nr) * j->block_bytes, j->block_bytes, ncols, q);
       epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
     }

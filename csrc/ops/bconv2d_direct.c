@@ -194,34 +194,26 @@ __attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, s
   }
   switch (o->kind) {
     case XK_OUT_INT32: memcpy((int32_t *)j->out + row * j->ldc + col0, dot, nc * sizeof(int32_t)); break;
-    case XK_OUT_FLOAT: {
-      float *y = (float *)j->out + row * j->ldc + col0;
-      if (!xk_stage_rows(o, col0, nc, 1, dot, NULL, 0, y, 0)) {
-        for (size_t c = 0; c < nc; c++) y[c] = (float)dot[c];
-        xk_output_apply_passes(o, y, col0, nc);
-      }
-      if (o->residual) { /* in place allowed: each element read, then written */
-        const float *res = o->residual + row * j->ldc + col0;
-        for (size_t c = 0; c < nc; c++) y[c] = y[c] + res[c];
-      }
+    case XK_OUT_FLOAT:
+      xk_float_row(o, dot, col0, nc, (float *)j->out + row * j->ldc + col0,
+                   o->residual ? o->residual + row * j->ldc + col0 : NULL);
       break;
-    }
-    case XK_OUT_BITS: {
-      uint8_t *dst = j->out + row * j->ldc + col0 / 8; /* col0 is a multiple of 8 */
+    case XK_OUT_BITS: { /* nc <= 8 channels: one byte (col0 is a multiple of 8); one AVX2 compare
+                          * for a whole block (xk_threshold_word's SSE2 loop measured 3% slower on
+                          * BinaryAlexNet, whose 5x5 64-channel layer writes bits here) */
+      uint8_t *dst = j->out + row * j->ldc + col0 / 8;
       const int32_t *thr = o->threshold + col0;
-      size_t c = 0;
-      for (; c + 8 <= nc; c += 8) {
-        const __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(thr + c)),
-                                              _mm256_loadu_si256((const __m256i *)(dot + c)));
-        dst[c / 8] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
-      }
-      if (c < nc) {
-        unsigned bits = 0;
-        for (size_t k = c; k < nc; k++) bits |= (unsigned)(dot[k] < thr[k]) << (k - c);
-        dst[c / 8] = (uint8_t)bits;
+      unsigned bits = 0;
+      if (nc == 8) {
+        const __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)thr),
+                                              _mm256_loadu_si256((const __m256i *)dot));
+        bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+      } else {
+        for (size_t k = 0; k < nc; k++) bits |= (unsigned)(dot[k] < thr[k]) << k;
       }
       if (o->flip)
-        for (size_t k = 0; k < nc; k++) dst[k / 8] ^= (uint8_t)((o->flip[col0 + k] & 1) << (k % 8));
+        for (size_t k = 0; k < nc; k++) bits ^= (unsigned)(o->flip[col0 + k] & 1) << k;
+      *dst = (uint8_t)bits;
       if (col0 + nc == oc) /* the row's padding bytes, up to its last 64-bit word */
         for (size_t k = xk_div_up(oc, 8); k < xk_div_up(oc, 64) * 8; k++) j->out[row * j->ldc + k] = 0;
       break;
@@ -303,19 +295,17 @@ void xk_bdirect_run(const xk_bdirect_job *j) {
   for (size_t ky = 0, t = 0; ky < s->kh; ky++)
     for (size_t kx = 0; kx < s->kw; kx++)
       for (size_t d = 0; d < g.dw; d++, t++) g.soff[t] = (ky * dh * g.wp + kx * dwl) * g.pix + 8 * d;
+  /* tasks of rows in image order (threadpool.c keeps each thread's rows from op to op); one task
+   * (run on this thread) for small calls */
   const size_t nthreads = (size_t)xk_get_num_threads();
-  const int serial = s->n * j->oh * j->ow * s->oc * g.steps < SERIAL_WORK || nthreads < 2;
-
+  const int serial = s->n * j->oh * j->ow * s->oc * g.steps < SERIAL_WORK;
   size_t nrows = s->n * g.hp, ntasks = serial ? 1 : nthreads * 2;
   g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
-  if (serial) prep_task(&g, 0);
-  else xk_parallel_for(xk_div_up(nrows, g.rows_per_task), prep_task, &g);
-
+  xk_parallel_for(xk_div_up(nrows, g.rows_per_task), prep_task, &g);
   nrows = s->n * j->oh;
   ntasks = serial ? 1 : nthreads * 4;
   g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
-  if (serial) conv_task(&g, 0);
-  else xk_parallel_for(xk_div_up(nrows, g.rows_per_task), conv_task, &g);
+  xk_parallel_for(xk_div_up(nrows, g.rows_per_task), conv_task, &g);
 }
 #else
 void xk_bdirect_run(const xk_bdirect_job *j) { (void)j; }

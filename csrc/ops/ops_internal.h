@@ -4,6 +4,10 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../ukernels/fgemm/fgemm.h"
 #include "../xk_internal.h"
 #include "xk_ops.h"
@@ -96,6 +100,30 @@ static XK_ALWAYS_INLINE int xk_stage_rows(const xk_output *o, size_t col0, size_
 #undef XK_STAGE_CASE
 }
 
+/* Packed-bits output of a row segment (ncols <= 64): bit c = (dot[c] < t[c]) XOR flip bit c. */
+static inline uint64_t xk_threshold_word(const int32_t *dot, const int32_t *t, size_t ncols, uint64_t flip) {
+  uint64_t word = 0;
+  size_t c = 0;
+#if defined(__SSE2__)
+  for (; c + 8 <= ncols; c += 8) {
+    __m128i lo = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c)), _mm_loadu_si128((const __m128i *)(t + c)));
+    __m128i hi = _mm_cmplt_epi32(_mm_loadu_si128((const __m128i *)(dot + c + 4)),
+                                 _mm_loadu_si128((const __m128i *)(t + c + 4)));
+    word |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(_mm_packs_epi32(lo, hi), _mm_setzero_si128())) << c;
+  }
+#endif
+  for (; c < ncols; c++) word |= (uint64_t)(dot[c] < t[c]) << c;
+  return word ^ flip;
+}
+
+/* The flip bits of output channels [col0, col0 + ncols) (<= 64) as one packed word (0 without). */
+static inline uint64_t xk_flip_word(const xk_output *o, size_t col0, size_t ncols) {
+  uint64_t flip = 0;
+  if (o->kind == XK_OUT_BITS && o->flip)
+    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(o->flip[col0 + c] & 1) << c;
+  return flip;
+}
+
 /* Validate an output stage for an op with n output channels. binary_acc: thresholds allowed. */
 xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op);
 
@@ -111,6 +139,19 @@ void xk_output_apply_passes(const xk_output *o, float *y, size_t col0, size_t n)
 /* The output stage in place on channels [col0, col0 + n) of `rows` rows of y (stride ldc floats):
  * xk_output_apply per row; an activation-only stage over contiguous rows is one pass. */
 void xk_output_apply_rows(const xk_output *o, float *y, size_t rows, size_t ldc, size_t col0, size_t n);
+/* A float output row of channels [col0, col0 + n) from exact integer accumulators: the one-pass
+ * stage when it applies, else one pass per operation, then the fused residual (res, nullable;
+ * may be y itself: each element read, then written). Inline for the callers' targets (AVX2). */
+static XK_ALWAYS_INLINE void xk_float_row(const xk_output *o, const int32_t *dot, size_t col0, size_t n, float *y,
+                                          const float *res) {
+  if (!xk_stage_rows(o, col0, n, 1, dot, NULL, 0, y, 0)) {
+    for (size_t c = 0; c < n; c++) y[c] = (float)dot[c];
+    xk_output_apply_passes(o, y, col0, n);
+  }
+  if (res)
+    for (size_t c = 0; c < n; c++) y[c] = y[c] + res[c];
+}
+
 /* An activation in place on y[0..n) = channels [ch0, ch0 + n). */
 void xk_act_inplace(const xk_act_params *a, float *y, size_t n, size_t ch0);
 

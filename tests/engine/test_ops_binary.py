@@ -299,22 +299,27 @@ def test_errors_are_clear():
         ops.bconv2d(conv_shape(1, 3, 3, 8, 4, 3, 3), 0, w, 64, x, {"kind": "int32"})
 
 
-@pytest.mark.skipif("avx2" not in ISAS, reason="the conv kernel switch is AVX2's")
-def test_bconv2d_without_the_conv_kernel():
-    """AVX2 convolutions run the nibble-split kernel; XK_NO_CONV_KERNEL=1 (read once per process)
-    routes them to the column-lane kernel of the dense layers. The exactness tests above, again
-    in a process with the switch set, so both kernels stay tested on every conv shape."""
+def _rerun_exactness_tests_with(switch: str) -> None:
+    """The exactness tests of this file, again in a process with the environment switch set."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "XK_NO_CONV_KERNEL": "1"}
+    env = {**os.environ, switch: "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k",
                         "int32_exact or bits_output or random_shapes or stage_exact or padding_bits"],
                        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="the conv kernel switch is AVX2's")
+def test_bconv2d_without_the_conv_kernel():
+    """AVX2 convolutions run the nibble-split kernel; XK_NO_CONV_KERNEL=1 (read once per process)
+    routes them to the column-lane kernel of the dense layers. The exactness tests above, again
+    in a process with the switch set, so both kernels stay tested on every conv shape."""
+    _rerun_exactness_tests_with("XK_NO_CONV_KERNEL")
 
 
 @pytest.mark.skipif("avx2" not in ISAS, reason="the direct path is AVX2's")
@@ -322,17 +327,7 @@ def test_bconv2d_without_the_direct_path():
     """Convolutions with C = 32, 64, 96 or 128 run the direct path (bconv2d_direct.c);
     XK_NO_DIRECT_BCONV=1 (read once per process) routes them through im2col and the GEMM kernels.
     The exactness tests above, again in a process with the switch set, so both stay tested."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {**os.environ, "XK_NO_DIRECT_BCONV": "1"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__, "-k",
-                        "int32_exact or bits_output or random_shapes or stage_exact or padding_bits"],
-                       cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout
+    _rerun_exactness_tests_with("XK_NO_DIRECT_BCONV")
 
 
 @pytest.mark.skipif("avx2" not in ISAS, reason="the direct path is AVX2's")

@@ -163,6 +163,11 @@ void xk_dw_row_avx2(const xk_dw_row *r) {
   }
 }
 
+/* One max step in tap order: v replaces acc when greater or NaN (NaN propagates as in PyTorch). */
+static inline __m256 max_step(__m256 acc, __m256 v) {
+  return _mm256_blendv_ps(acc, v, _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
 void xk_pool_row_avx2(const xk_pool_row *r) {
   const size_t c = r->c;
   for (size_t ox = 0; ox < r->ow; ox++) {
@@ -203,13 +208,10 @@ void xk_pool_row_avx2(const xk_pool_row *r) {
             a2 = _mm256_add_ps(a2, v2);
             a3 = _mm256_add_ps(a3, v3);
           } else {
-#define XK_MAX_STEP(a, v) \
-  a = _mm256_blendv_ps(a, v, _mm256_or_ps(_mm256_cmp_ps(v, a, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
-            XK_MAX_STEP(a0, v0);
-            XK_MAX_STEP(a1, v1);
-            XK_MAX_STEP(a2, v2);
-            XK_MAX_STEP(a3, v3);
-#undef XK_MAX_STEP
+            a0 = max_step(a0, v0);
+            a1 = max_step(a1, v1);
+            a2 = max_step(a2, v2);
+            a3 = max_step(a3, v3);
           }
         }
       if (r->avg) {
@@ -236,8 +238,7 @@ void xk_pool_row_avx2(const xk_pool_row *r) {
           if (r->avg) {
             acc = _mm256_add_ps(acc, v);
           } else {
-            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-            acc = _mm256_blendv_ps(acc, v, take);
+            acc = max_step(acc, v);
           }
         }
       if (r->avg) acc = _mm256_div_ps(acc, div);
