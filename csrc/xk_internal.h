@@ -13,6 +13,13 @@
 #define XK_THREAD_LOCAL _Thread_local
 #endif
 
+/* xk_parallel_for with at most max_workers threads taking part (the caller and helpers
+ * 1 .. max_workers - 1), so a task may use per-worker scratch indexed by xk_worker(). */
+void xk_parallel_run(size_t ntasks, size_t max_workers, xk_task_fn fn, void *ctx);
+/* The index of the calling thread in the running job: 0 for the thread that called
+ * xk_parallel_run / xk_parallel_for (and any thread outside the pool), 1 .. for helpers. */
+size_t xk_worker(void);
+
 /* Record an error message (printf-style) for xk_last_error(); returns `status`. */
 xk_status xk_fail(xk_status status, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -497,9 +497,8 @@ static void run_gemm(bjob *j) {
   j->avx2 = (j->d->isa == XK_ISA_AVX2 || j->d->isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2);
 #endif
   if (j->in) {
-    /* rows per task: a multiple of MR, up to MC, small enough for 4 tasks per thread */
-    size_t nt = (size_t)xk_get_num_threads() * 4, mc = xk_round_up(xk_div_up(j->m, nt), j->d->mr);
-    j->mtiles_rows = mc < MC ? mc : MC;
+    /* one MR-row block per task (see threadpool.c) */
+    j->mtiles_rows = j->d->mr;
     size_t ntasks = xk_div_up(j->m, j->mtiles_rows);
     if (j->m * j->n * j->kwords < SERIAL_WORK) {
       for (size_t t = 0; t < ntasks; t++) rows_task(j, t);

@@ -303,8 +303,7 @@ void xk_bdirect_run(const xk_bdirect_job *j) {
   g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
   xk_parallel_for(xk_div_up(nrows, g.rows_per_task), prep_task, &g);
   nrows = s->n * j->oh;
-  ntasks = serial ? 1 : nthreads * 4;
-  g.rows_per_task = xk_div_up(nrows, ntasks < nrows ? ntasks : nrows);
+  g.rows_per_task = serial || nthreads == 1 ? nrows : 1; /* one output row per task: see threadpool.c */
   xk_parallel_for(xk_div_up(nrows, g.rows_per_task), conv_task, &g);
 }
 #else

@@ -159,16 +159,17 @@ static void input_task(void *ctx, size_t t) {
   gemm_rows(j, j->a + r0 * j->lda, j->lda, r0, rows, g, j->ngroups);
 }
 
+/* Split rows: task t is tile t in the slot of the worker running it. Split columns (fewer tiles
+ * than slots): task t is slot t, every tile and every nt-th column group. */
 static void tiled_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
-  float *slot = j->ws + t * j->slot_floats;
   if (!j->split_cols) {
-    for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
-      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-      im2col_f32(j, r0, rows, slot);
-      gemm_rows(j, slot, j->k, r0, rows, 0, 1);
-    }
+    const size_t r0 = t * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+    float *slot = j->ws + xk_worker() * j->slot_floats;
+    im2col_f32(j, r0, rows, slot);
+    gemm_rows(j, slot, j->k, r0, rows, 0, 1);
   } else {
+    float *slot = j->ws + t * j->slot_floats;
     for (size_t tile = 0; tile < j->ntiles; tile++) {
       size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
       im2col_f32(j, r0, rows, slot);
@@ -236,10 +237,8 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
 
 static void direct_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
-  for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
-    const size_t r0 = tile * MT;
-    direct_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
-  }
+  const size_t r0 = t * MT;
+  direct_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
 }
 #endif
 
@@ -326,12 +325,8 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
     j.segs = xk_direct_segs(s, j.wp);
     j.xpad = (const float *)ws;
     pad_input(s, in, (float *)ws, j.hp, j.wp);
-    nt = threads;
-    if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
-    if (nt > j.ntiles) nt = j.ntiles;
-    j.nt = nt;
-    if (nt == 1) direct_task(&j, 0);
-    else xk_parallel_for(nt, direct_task, &j);
+    /* one tile per task (see threadpool.c) */
+    xk_parallel_run(j.ntiles, j.m * j.n * j.k < SERIAL_FLOPS ? 1 : SIZE_MAX, direct_task, &j);
     return XK_OK;
   }
 #endif
@@ -340,8 +335,8 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
     if (nt > j.ngroups) nt = j.ngroups;
   }
   j.nt = nt;
-  if (nt == 1) tiled_task(&j, 0);
-  else xk_parallel_for(nt, tiled_task, &j);
+  if (j.split_cols) xk_parallel_run(nt, nt, tiled_task, &j);
+  else xk_parallel_run(j.ntiles, nt, tiled_task, &j); /* one tile per task: see threadpool.c */
   return XK_OK;
 }
 

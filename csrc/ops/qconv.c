@@ -274,16 +274,17 @@ static void gather(const qjob *j, size_t r0, size_t rows, int16_t *dst) {
   }
 }
 
+/* Split rows: task t is tile t in the slot of the worker running it. Split columns (fewer tiles
+ * than slots): task t is slot t, every tile and every nt-th column group. */
 static void tiled_task(void *ctx, size_t t) {
   const qjob *j = (const qjob *)ctx;
-  int16_t *slot = j->ws + t * j->slot_elems;
   if (!j->split_cols) {
-    for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
-      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-      gather(j, r0, rows, slot);
-      gemm_rows(j, slot, r0, rows, 0, 1);
-    }
+    const size_t r0 = t * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+    int16_t *slot = j->ws + xk_worker() * j->slot_elems;
+    gather(j, r0, rows, slot);
+    gemm_rows(j, slot, r0, rows, 0, 1);
   } else {
+    int16_t *slot = j->ws + t * j->slot_elems;
     for (size_t tile = 0; tile < j->ntiles; tile++) {
       size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
       gather(j, r0, rows, slot);
@@ -310,8 +311,8 @@ static xk_status run(qjob *j, void *ws, size_t ws_size, const char *op) {
     if (nt > j->ngroups) nt = j->ngroups;
   }
   j->nt = nt;
-  if (nt == 1) tiled_task(j, 0);
-  else xk_parallel_for(nt, tiled_task, j);
+  if (j->split_cols) xk_parallel_run(nt, nt, tiled_task, j);
+  else xk_parallel_run(j->ntiles, nt, tiled_task, j); /* one tile per task: see threadpool.c */
   return XK_OK;
 }
 
@@ -326,7 +327,7 @@ static size_t xqpad_bytes(const xk_conv_shape *s) {
 
 typedef struct qdjob {
   const xk_conv_shape *s;
-  size_t m, n, k, kq, ngroups, oh, ow, hp, wp, ntiles, nt;
+  size_t m, n, k, kq, ngroups, oh, ow, hp, wp, ntiles;
   xk_conv_segs segs;
   const int16_t *xpad, *panel;
   const xk_output *o;
@@ -356,10 +357,8 @@ static void qdirect_tile(const qdjob *j, size_t r0, size_t rows) {
 
 static void qdirect_task(void *ctx, size_t t) {
   const qdjob *j = (const qdjob *)ctx;
-  for (size_t tile = t * j->ntiles / j->nt; tile < (t + 1) * j->ntiles / j->nt; tile++) { /* contiguous: see threadpool.c */
-    const size_t r0 = tile * MT;
-    qdirect_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
-  }
+  const size_t r0 = t * MT;
+  qdirect_tile(j, r0, j->m - r0 < MT ? j->m - r0 : MT);
 }
 #endif
 
@@ -408,12 +407,8 @@ static xk_status run_qdirect(const xk_conv_shape *s, const xk_qgemm_desc *d, siz
   memset(xp + s->n * j.hp * rowe, 0, XQPAD_SLACK * sizeof(int16_t));
   j.xpad = xp;
   j.ntiles = xk_div_up(j.m, MT);
-  size_t nt = (size_t)xk_get_num_threads();
-  if (j.m * j.n * j.k < SERIAL_OPS) nt = 1;
-  if (nt > j.ntiles) nt = j.ntiles;
-  j.nt = nt;
-  if (nt == 1) qdirect_task(&j, 0);
-  else xk_parallel_for(nt, qdirect_task, &j);
+  /* one tile per task (see threadpool.c) */
+  xk_parallel_run(j.ntiles, j.m * j.n * j.k < SERIAL_OPS ? 1 : SIZE_MAX, qdirect_task, &j);
   return XK_OK;
 #else
   (void)s, (void)d, (void)kq, (void)packed, (void)in, (void)q, (void)o, (void)out, (void)ldc, (void)ws, (void)ws_size;

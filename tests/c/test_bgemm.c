@@ -4,6 +4,7 @@
  * that pin the bit order, and each micro-kernel family (main, small-K, conv) called directly. Prints "N passed, M failed" and exits non-zero on any failure.
  * Usage: xk_test_bgemm [isa ...]   (default: every ISA available here) */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,40 @@ static void test_errors(void) {
   CHECK(xk_isa_from_name("sse9", &isa) == XK_ERR_ARGUMENT, "unknown ISA name rejected");
 }
 
+/* The pool: every task runs exactly once, on a worker below the cap; xk_worker() is 0 outside. */
+#define POOL_TASKS 4000
+static _Atomic int g_runs[POOL_TASKS];
+static _Atomic size_t g_max_worker;
+static void pool_task(void *ctx, size_t t) {
+  (void)ctx;
+  size_t w = xk_worker(), m = atomic_load(&g_max_worker);
+  while (w > m && !atomic_compare_exchange_weak(&g_max_worker, &m, w)) {
+  }
+  for (volatile int spin = 0; spin < 200; spin++) { /* some work, so helpers join */
+  }
+  atomic_fetch_add(&g_runs[t], 1);
+}
+
+static void test_pool(void) {
+  static const size_t caps[] = {1, 2, 3, SIZE_MAX};
+  for (int threads = 1; threads <= 4; threads++)
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++)
+      for (size_t ntasks = 1; ntasks <= POOL_TASKS; ntasks *= 7) {
+        xk_set_num_threads(threads);
+        for (size_t t = 0; t < ntasks; t++) atomic_store(&g_runs[t], 0);
+        atomic_store(&g_max_worker, 0);
+        xk_parallel_run(ntasks, caps[c], pool_task, NULL);
+        int once = 1;
+        for (size_t t = 0; t < ntasks; t++) once &= atomic_load(&g_runs[t]) == 1;
+        CHECK(once, "pool: %zu tasks, %d threads, cap %zu: every task once", ntasks, threads, caps[c]);
+        const size_t limit = caps[c] < (size_t)threads ? caps[c] : (size_t)threads;
+        CHECK(atomic_load(&g_max_worker) < limit, "pool: worker %zu ran with %d threads, cap %zu",
+              atomic_load(&g_max_worker), threads, caps[c]);
+      }
+  CHECK(xk_worker() == 0, "xk_worker() is 0 on the calling thread");
+  xk_set_num_threads(1);
+}
+
 int main(int argc, char **argv) {
   xk_isa isas[XK_ISA_COUNT];
   int nisa = 0;
@@ -243,6 +278,7 @@ int main(int argc, char **argv) {
       if (xk_isa_available((xk_isa)i)) isas[nisa++] = (xk_isa)i;
   }
   test_errors();
+  test_pool();
   for (int i = 0; i < nisa; i++) {
     printf("testing ISA %s\n", xk_isa_name(isas[i]));
     if (xk_set_isa(isas[i]) != XK_OK) { printf("cannot select %s\n", xk_isa_name(isas[i])); return 1; }

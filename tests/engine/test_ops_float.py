@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import xnorkit.kernels as xk
 from xnorkit import _core
 
-from engine_util import ACT, act_ref, conv_ref, conv_shape, unpack_pm1
+from engine_util import ACT, act_ref, conv_ref, conv_shape, pack_pm1, unpack_pm1
 
 ops = _core.ops
 ISAS = xk.available_isas()
@@ -199,3 +199,35 @@ def test_activations(act):
     np.testing.assert_allclose(ops.activation(x, 13, d), ref, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown activation"):
         ops.activation(x, 13, {"act": 99})
+
+
+def test_conv_tasks_any_threads_and_slots():
+    """Tile tasks run in the workspace slot of the worker that claims them, with at most one
+    worker per slot: float, int8 (im2col) and binary convolutions give the same bits for any
+    thread count and slot count (a worker above the slot count would write past the workspace)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 23, 19, 8)).astype(np.float32)  # C > 4: im2col, 19 tiles of 48 rows
+    shape = conv_shape(2, 23, 19, 8, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
+    wt = rng.normal(size=(40, 3, 3, 8)).astype(np.float32)
+    wq = rng.integers(-128, 128, size=(40, 3, 3, 8)).astype(np.int8)
+    bshapes = {c: conv_shape(2, 17, 13, c, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1) for c in (64, 256)}  # direct, im2col
+    bx = {c: ops.binarize(rng.normal(size=(2 * 17 * 13, c)).astype(np.float32), None, None) for c in bshapes}
+    bw = {c: pack_pm1(np.where(rng.random((24, 9 * c)) < 0.5, -1.0, 1.0)) for c in bshapes}
+
+    def run_all(nslots):
+        out = [ops.conv2d(shape, wt, x, {"kind": "float"}, nslots),
+               ops.qconv2d(shape, wq, x, 0.02, 3, {"kind": "int32"}, nslots)]
+        out += [ops.bconv2d(bshapes[c], 1, bw[c], c, bx[c], {"kind": "int32"}) for c in bshapes]
+        return out
+
+    prev = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        want = run_all(1)
+        for threads in (2, 3, 4):
+            _core.set_num_threads(threads)
+            for nslots in (1, 2, 3):
+                for got, ref in zip(run_all(nslots), want):
+                    np.testing.assert_array_equal(got, ref, err_msg=f"{threads} threads, {nslots} slots")
+    finally:
+        _core.set_num_threads(prev)
