@@ -221,33 +221,61 @@ __attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, s
   }
 }
 
-/* MR pixels x 8 channels [col0, col0 + 8) (all < oc) of the float output. */
+/* MR pixels x 8 channels [col0, col0 + 8) (all < oc) of the float output. The four pixels go
+ * through each stage together (one test of each stage per call, not per pixel); a missing
+ * pixel (mr < 4) repeats the last one and is not stored. Each value sees the operations in the
+ * order of xk_float_row: bit-identical to the im2col path. */
 __attribute__((target("avx2"))) static void fast_float8(const xk_bdirect_job *j, const fstage *f, size_t row0,
                                                          size_t oy, size_t ox, size_t mr, size_t col0,
                                                          size_t k, int32_t cnt[DMR][DCOLS]) {
-  const size_t oc = j->s->oc;
-  const __m256 sc = f->sc ? _mm256_loadu_ps(f->sc + col0) : _mm256_setzero_ps();
-  const __m256 bi = f->bi ? _mm256_loadu_ps(f->bi + col0) : _mm256_setzero_ps();
-  const __m256 ps = f->ps ? _mm256_loadu_ps(f->ps + col0) : _mm256_setzero_ps();
-  const __m256 pb = f->pb ? _mm256_loadu_ps(f->pb + col0) : _mm256_setzero_ps();
-  const __m256i kfull = _mm256_set1_epi32(j->kfull);
-  for (size_t i = 0; i < mr; i++) {
-    const size_t row = row0 + i;
-    const __m256i c = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)&cnt[i][k]), 1);
-    __m256i base = kfull;
-    if (j->base)
-      base = _mm256_loadu_si256(
-          (const __m256i *)(j->base + ((size_t)j->ycls[oy] * j->nxc + j->xcls[ox + i]) * oc + col0));
-    __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(base, c));
-    if (f->sc) v = _mm256_mul_ps(sc, v);
-    if (f->bi) v = _mm256_add_ps(v, bi);
-    if (f->relu) v = _mm256_max_ps(v, _mm256_setzero_ps()); /* -0 and NaN -> +0, as v > 0 ? v : 0 */
-    if (f->ps) v = _mm256_mul_ps(v, ps);
-    if (f->pb) v = _mm256_add_ps(v, pb);
-    float *y = (float *)j->out + row * j->ldc + col0;
-    if (j->o->residual) v = _mm256_add_ps(v, _mm256_loadu_ps(j->o->residual + row * j->ldc + col0));
-    _mm256_storeu_ps(y, v);
+  const size_t oc = j->s->oc, ldc = j->ldc;
+  const size_t i1 = mr > 1 ? 1 : 0, i2 = mr > 2 ? 2 : i1, i3 = mr > 3 ? 3 : i2;
+  __m256i b0 = _mm256_set1_epi32(j->kfull), b1 = b0, b2 = b0, b3 = b0;
+  if (j->base) {
+    const int32_t *row = j->base + (size_t)j->ycls[oy] * j->nxc * oc + col0;
+    b0 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox] * oc));
+    b1 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i1] * oc));
+    b2 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i2] * oc));
+    b3 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i3] * oc));
   }
+#define CNT2(i) _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)&cnt[i][k]), 1)
+  __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b0, CNT2(0)));
+  __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b1, CNT2(i1)));
+  __m256 v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b2, CNT2(i2)));
+  __m256 v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b3, CNT2(i3)));
+#undef CNT2
+  if (f->sc) {
+    const __m256 sc = _mm256_loadu_ps(f->sc + col0);
+    v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
+  }
+  if (f->bi) {
+    const __m256 bi = _mm256_loadu_ps(f->bi + col0);
+    v0 = _mm256_add_ps(v0, bi), v1 = _mm256_add_ps(v1, bi), v2 = _mm256_add_ps(v2, bi), v3 = _mm256_add_ps(v3, bi);
+  }
+  if (f->relu) { /* -0 and NaN -> +0, as v > 0 ? v : 0 */
+    const __m256 z = _mm256_setzero_ps();
+    v0 = _mm256_max_ps(v0, z), v1 = _mm256_max_ps(v1, z), v2 = _mm256_max_ps(v2, z), v3 = _mm256_max_ps(v3, z);
+  }
+  if (f->ps) {
+    const __m256 ps = _mm256_loadu_ps(f->ps + col0);
+    v0 = _mm256_mul_ps(v0, ps), v1 = _mm256_mul_ps(v1, ps), v2 = _mm256_mul_ps(v2, ps), v3 = _mm256_mul_ps(v3, ps);
+  }
+  if (f->pb) {
+    const __m256 pb = _mm256_loadu_ps(f->pb + col0);
+    v0 = _mm256_add_ps(v0, pb), v1 = _mm256_add_ps(v1, pb), v2 = _mm256_add_ps(v2, pb), v3 = _mm256_add_ps(v3, pb);
+  }
+  if (j->o->residual) {
+    const float *res = j->o->residual + row0 * ldc + col0;
+    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res));
+    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res + i1 * ldc));
+    v2 = _mm256_add_ps(v2, _mm256_loadu_ps(res + i2 * ldc));
+    v3 = _mm256_add_ps(v3, _mm256_loadu_ps(res + i3 * ldc));
+  }
+  float *y = (float *)j->out + row0 * ldc + col0;
+  _mm256_storeu_ps(y, v0);
+  if (mr > 1) _mm256_storeu_ps(y + ldc, v1);
+  if (mr > 2) _mm256_storeu_ps(y + 2 * ldc, v2);
+  if (mr > 3) _mm256_storeu_ps(y + 3 * ldc, v3);
 }
 
 __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
