@@ -13,6 +13,8 @@
 #define XK_THREAD_LOCAL _Thread_local
 #endif
 
+#define XK_MAX_THREADS 64 /* the calling thread and up to 63 helpers */
+
 /* xk_parallel_for with at most max_workers threads taking part (the caller and helpers
  * 1 .. max_workers - 1), so a task may use per-worker scratch indexed by xk_worker(). */
 void xk_parallel_run(size_t ntasks, size_t max_workers, xk_task_fn fn, void *ctx);

@@ -88,8 +88,8 @@ typedef struct fjob {
   const xk_conv_shape *s;
   size_t oh, ow;
   float *ws;
-  size_t slot_floats, ntiles, nt, mtiles;
-  int split_cols;
+  size_t slot_floats, ntiles, mtiles;
+  size_t *slot_tile; /* per worker: the tile in its slot (its own entry only) */
   const float *panel;
   const xk_output *o;
   uint8_t *c;
@@ -159,23 +159,20 @@ static void input_task(void *ctx, size_t t) {
   gemm_rows(j, j->a + r0 * j->lda, j->lda, r0, rows, g, j->ngroups);
 }
 
-/* Split rows: task t is tile t in the slot of the worker running it. Split columns (fewer tiles
- * than slots): task t is slot t, every tile and every nt-th column group. */
+/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it.
+ * Tasks go tile by tile, so a worker's consecutive tasks mostly share a tile and gather it once
+ * (slot_tile: the tile each worker's slot holds). Row tiles and column groups both split the
+ * work: a few rows (the 7x7 and 14x14 layers, dense rows) spread over threads by columns. */
 static void tiled_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
-  if (!j->split_cols) {
-    const size_t r0 = t * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-    float *slot = j->ws + xk_worker() * j->slot_floats;
+  const size_t w = xk_worker(), tile = t / j->ngroups, g = t % j->ngroups;
+  const size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+  float *slot = j->ws + w * j->slot_floats;
+  if (j->slot_tile[w] != tile) {
     im2col_f32(j, r0, rows, slot);
-    gemm_rows(j, slot, j->k, r0, rows, 0, 1);
-  } else {
-    float *slot = j->ws + t * j->slot_floats;
-    for (size_t tile = 0; tile < j->ntiles; tile++) {
-      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-      im2col_f32(j, r0, rows, slot);
-      gemm_rows(j, slot, j->k, r0, rows, t, j->nt);
-    }
+    j->slot_tile[w] = tile;
   }
+  gemm_rows(j, slot, j->k, r0, rows, g, j->ngroups);
 }
 
 /* ------------------------------------------------------------------ direct path (AVX2, C <= 4) */
@@ -315,9 +312,6 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
   j.ws = (float *)ws;
   j.slot_floats = sb / sizeof(float);
   j.ntiles = xk_div_up(j.m, MT);
-  size_t nt = ws_size / sb, threads = (size_t)xk_get_num_threads();
-  if (nt > threads) nt = threads;
-  if (j.m * j.n * j.k < SERIAL_FLOPS) nt = 1;
 #ifdef XK_HAVE_AVX2
   if (use_direct_conv(j.d, s) && ws_size >= xpad_bytes(s)) {
     j.hp = s->pad_t + s->h + s->pad_b;
@@ -330,13 +324,12 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
     return XK_OK;
   }
 #endif
-  if (j.ntiles < nt) {
-    j.split_cols = 1;
-    if (nt > j.ngroups) nt = j.ngroups;
-  }
-  j.nt = nt;
-  if (j.split_cols) xk_parallel_run(nt, nt, tiled_task, &j);
-  else xk_parallel_run(j.ntiles, nt, tiled_task, &j); /* one tile per task: see threadpool.c */
+  size_t nslots = ws_size / sb, slot_tile[XK_MAX_THREADS];
+  if (j.m * j.n * j.k < SERIAL_FLOPS) nslots = 1;
+  if (nslots > XK_MAX_THREADS) nslots = XK_MAX_THREADS;
+  for (size_t i = 0; i < nslots; i++) slot_tile[i] = SIZE_MAX;
+  j.slot_tile = slot_tile;
+  xk_parallel_run(j.ntiles * j.ngroups, nslots, tiled_task, &j); /* small tasks: see threadpool.c */
   return XK_OK;
 }
 

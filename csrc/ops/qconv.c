@@ -195,8 +195,8 @@ typedef struct qjob {
   float inv;
   int32_t zp;
   int16_t *ws;
-  size_t slot_elems, ntiles, nt;
-  int split_cols;
+  size_t slot_elems, ntiles;
+  size_t *slot_tile; /* per worker: the tile in its slot (its own entry only) */
   const int16_t *panel;
   const xk_output *o;
   uint8_t *c;
@@ -274,23 +274,20 @@ static void gather(const qjob *j, size_t r0, size_t rows, int16_t *dst) {
   }
 }
 
-/* Split rows: task t is tile t in the slot of the worker running it. Split columns (fewer tiles
- * than slots): task t is slot t, every tile and every nt-th column group. */
+/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it.
+ * Tasks go tile by tile, so a worker's consecutive tasks mostly share a tile and gather it once
+ * (slot_tile: the tile each worker's slot holds). Row tiles and column groups both split the
+ * work: a few rows (the 7x7 and 14x14 layers, dense rows) spread over threads by columns. */
 static void tiled_task(void *ctx, size_t t) {
   const qjob *j = (const qjob *)ctx;
-  if (!j->split_cols) {
-    const size_t r0 = t * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-    int16_t *slot = j->ws + xk_worker() * j->slot_elems;
+  const size_t w = xk_worker(), tile = t / j->ngroups, g = t % j->ngroups;
+  const size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
+  int16_t *slot = j->ws + w * j->slot_elems;
+  if (j->slot_tile[w] != tile) {
     gather(j, r0, rows, slot);
-    gemm_rows(j, slot, r0, rows, 0, 1);
-  } else {
-    int16_t *slot = j->ws + t * j->slot_elems;
-    for (size_t tile = 0; tile < j->ntiles; tile++) {
-      size_t r0 = tile * MT, rows = j->m - r0 < MT ? j->m - r0 : MT;
-      gather(j, r0, rows, slot);
-      gemm_rows(j, slot, r0, rows, t, j->nt);
-    }
+    j->slot_tile[w] = tile;
   }
+  gemm_rows(j, slot, r0, rows, g, j->ngroups);
 }
 
 static size_t slot_bytes(size_t k) { return xk_align_up(MT * kpad(k) * sizeof(int16_t)); }
@@ -303,16 +300,12 @@ static xk_status run(qjob *j, void *ws, size_t ws_size, const char *op) {
   j->slot_elems = sb / sizeof(int16_t);
   j->ntiles = xk_div_up(j->m, MT);
   j->ngroups = xk_div_up(j->n, GROUP);
-  size_t nt = ws_size / sb, threads = (size_t)xk_get_num_threads();
-  if (nt > threads) nt = threads;
-  if (j->m * j->n * j->k < SERIAL_OPS) nt = 1;
-  if (j->ntiles < nt) {
-    j->split_cols = 1;
-    if (nt > j->ngroups) nt = j->ngroups;
-  }
-  j->nt = nt;
-  if (j->split_cols) xk_parallel_run(nt, nt, tiled_task, j);
-  else xk_parallel_run(j->ntiles, nt, tiled_task, j); /* one tile per task: see threadpool.c */
+  size_t nslots = ws_size / sb, slot_tile[XK_MAX_THREADS];
+  if (j->m * j->n * j->k < SERIAL_OPS) nslots = 1;
+  if (nslots > XK_MAX_THREADS) nslots = XK_MAX_THREADS;
+  for (size_t i = 0; i < nslots; i++) slot_tile[i] = SIZE_MAX;
+  j->slot_tile = slot_tile;
+  xk_parallel_run(j->ntiles * j->ngroups, nslots, tiled_task, j); /* small tasks: see threadpool.c */
   return XK_OK;
 }
 

@@ -58,7 +58,6 @@ size_t xk_worker(void) { return 0; }
 
 #include <time.h>
 
-#define XK_MAX_THREADS 64
 #ifndef XK_SPIN_US
 #define XK_SPIN_US 200
 #endif
