@@ -20,7 +20,8 @@ For each model (random weights, eval mode, batch 1):
     (benchmarks/e2e_lce.py; skipped with a note when that venv is missing).
 
 Runtimes are measured in interleaved rounds (each runs a chunk of 5 timed runs per round, after
-one untimed run). Every timing is the median over ``--repeats`` runs (min-max in brackets);
+one untimed run and 50 ms idle, so that the previous runtime's spinning worker threads have
+stopped; each round starts with the next runtime). Every timing is the median over ``--repeats`` runs (min-max in brackets);
 ratios are peer median / xnorkit median measured in the same run at the same thread count.
 Writes benchmarks/results/e2e.md, e2e.json and the per-layer breakdown plot e2e_layers.png.
 """
@@ -171,28 +172,41 @@ def make_ort(model, x: torch.Tensor, threads: int, tmp: Path):
     return lambda: sess.run(None, {"x": xs})
 
 
-def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int = 5) -> dict:
+SETTLE_S = 0.05  # idle seconds before each turn (see measure)
+
+
+def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int = 5, settle: float = SETTLE_S) -> dict:
     """Interleaved rounds: each runner runs `chunk` + 1 times per round, the first run untimed,
     until every runner has `repeats` samples or the budget is spent (at least 5 samples each).
 
     The untimed run per chunk: on this shared virtual machine the first runs after the process
     has waited (here: for the LCE worker's chunk) are often much slower, whichever runtime comes
-    next; every runtime gets the same one-run warm-up after the switch."""
+    next; every runtime gets the same one-run warm-up after the switch.
+
+    `settle` seconds of idle after every turn, and each round starts one runner later than the
+    last: multi-threaded runtimes keep their worker threads spinning after a run (the LCE
+    worker's 2-thread interpreter burned about 30 ms of CPU after its chunk, onnxruntime spins
+    by default), which took a core from whichever runtime came next in a fixed order."""
     for name, r in runners.items():
         r(warmup) if name == "lce" else timed(r, warmup)
     ts: dict[str, list[float]] = {k: [] for k in runners}
     cs: dict[str, list[float]] = {k: [] for k in runners}
     rounds: dict[str, list[float | None]] = {k: [] for k in runners}  # per round: the chunk's median (ms)
+    names = list(runners)
     t_end = time.perf_counter() + budget
+    rnd = 0
     while any(len(v) < repeats for v in ts.values()):
-        for name, r in runners.items():
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+            r = runners[name]
             if len(ts[name]) < repeats:
+                time.sleep(settle)
                 w, c = r(chunk + 1) if name == "lce" else timed(r, chunk + 1)
                 ts[name] += w[1:]
                 cs[name] += c[1:]
                 rounds[name].append(statistics.median(w[1:]) * 1e3)
             else:
                 rounds[name].append(None)
+        rnd += 1
         if time.perf_counter() > t_end and all(len(v) >= 5 for v in ts.values()):
             break
     return {k: {**stats(v, cs[k]), "rounds_ms": rounds[k]} for k, v in ts.items()}
@@ -356,7 +370,11 @@ def write_results(out: dict, base: Path) -> None:
         "",
         "Times in ms: median [min-max] over the repeated runs; ratios = peer median / xnorkit median in the same "
         "run and thread count. The runtimes take turns in rounds of 5 timed runs each, every turn after one "
-        "untimed run (the first run after a switch is often slow on this shared machine). All runtimes share one process; torch's OpenMP threads wait passively "
+        "untimed run (the first run after a switch is often slow on this shared machine); "
+        f"{SETTLE_S * 1e3:.0f} ms idle before every turn and each round starts with the next runtime, because "
+        "multi-threaded runtimes keep their worker threads spinning for a while after a run (LCE's 2-thread "
+        "worker used about 30 ms of CPU after its turn), taking a core from the runtime that followed in a fixed "
+        "order. All runtimes share one process; torch's OpenMP threads wait passively "
         f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}) so they do not spin on the core another runtime's "
         "thread needs. PyTorch BNN: the model itself in float32 eager (binarization simulated); "
         "float twin: the same architecture with every quantizer removed (a float network), in PyTorch eager and "
