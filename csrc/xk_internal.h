@@ -16,7 +16,9 @@
 #define XK_MAX_THREADS 64 /* the calling thread and up to 63 helpers */
 
 /* xk_parallel_for with at most max_workers threads taking part (the caller and helpers
- * 1 .. max_workers - 1), so a task may use per-worker scratch indexed by xk_worker(). */
+ * 1 .. max_workers - 1), so a task may use per-worker scratch indexed by xk_worker(). Tasks
+ * must not start parallel work themselves (a nested call runs serially, on a thread whose
+ * xk_worker() may be above the nested call's cap). */
 void xk_parallel_run(size_t ntasks, size_t max_workers, xk_task_fn fn, void *ctx);
 /* The index of the calling thread in the running job: 0 for the thread that called
  * xk_parallel_run / xk_parallel_for (and any thread outside the pool), 1 .. for helpers. */

@@ -89,7 +89,7 @@ typedef struct fjob {
   size_t oh, ow;
   float *ws;
   size_t slot_floats, ntiles, mtiles;
-  size_t *slot_tile; /* per worker: the tile in its slot (its own entry only) */
+  size_t *slot_tile; /* per worker: the tile in its slot (xk_tile_workers) */
   const float *panel;
   const xk_output *o;
   uint8_t *c;
@@ -159,10 +159,9 @@ static void input_task(void *ctx, size_t t) {
   gemm_rows(j, j->a + r0 * j->lda, j->lda, r0, rows, g, j->ngroups);
 }
 
-/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it.
- * Tasks go tile by tile, so a worker's consecutive tasks mostly share a tile and gather it once
- * (slot_tile: the tile each worker's slot holds). Row tiles and column groups both split the
- * work: a few rows (the 7x7 and 14x14 layers, dense rows) spread over threads by columns. */
+/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it
+ * (xk_tile_workers). Row tiles and column groups both split the work: a few rows (the 7x7 and
+ * 14x14 layers, dense rows) spread over threads by columns. */
 static void tiled_task(void *ctx, size_t t) {
   const fjob *j = (const fjob *)ctx;
   const size_t w = xk_worker(), tile = t / j->ngroups, g = t % j->ngroups;
@@ -324,12 +323,10 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
     return XK_OK;
   }
 #endif
-  size_t nslots = ws_size / sb, slot_tile[XK_MAX_THREADS];
-  if (j.m * j.n * j.k < SERIAL_FLOPS) nslots = 1;
-  if (nslots > XK_MAX_THREADS) nslots = XK_MAX_THREADS;
-  for (size_t i = 0; i < nslots; i++) slot_tile[i] = SIZE_MAX;
+  size_t slot_tile[XK_MAX_THREADS];
+  const size_t nworkers = xk_tile_workers(ws_size, sb, j.m * j.n * j.k < SERIAL_FLOPS, slot_tile);
   j.slot_tile = slot_tile;
-  xk_parallel_run(j.ntiles * j.ngroups, nslots, tiled_task, &j); /* small tasks: see threadpool.c */
+  xk_parallel_run(j.ntiles * j.ngroups, nworkers, tiled_task, &j); /* small tasks: see threadpool.c */
   return XK_OK;
 }
 

@@ -166,6 +166,17 @@ static inline int xk_use_avx2(void) {
 #endif
 }
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }
+/* The im2col convolutions' tile tasks (qconv.c, fconv.c): one workspace slot per worker, each
+ * remembering the tile it holds (slot_tile[w], SIZE_MAX: none), so a worker gathers a tile once
+ * for its consecutive (tile, column group) tasks. Returns how many workers take part: the slots
+ * the workspace holds, 1 for a small (serial) call. */
+static inline size_t xk_tile_workers(size_t ws_size, size_t slot_bytes, int serial, size_t slot_tile[XK_MAX_THREADS]) {
+  size_t n = serial ? 1 : ws_size / slot_bytes;
+  if (n > XK_MAX_THREADS) n = XK_MAX_THREADS;
+  for (size_t i = 0; i < n; i++) slot_tile[i] = SIZE_MAX;
+  return n;
+}
+
 
 /* Direct convolutions over a zero-padded NHWC input [n][hp][wp][c]: off[i] = element offset of
  * the window origin of output pixel r0 + i (i < rows), output pixels counted over n x oh x ow. */

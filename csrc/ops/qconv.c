@@ -196,7 +196,7 @@ typedef struct qjob {
   int32_t zp;
   int16_t *ws;
   size_t slot_elems, ntiles;
-  size_t *slot_tile; /* per worker: the tile in its slot (its own entry only) */
+  size_t *slot_tile; /* per worker: the tile in its slot (xk_tile_workers) */
   const int16_t *panel;
   const xk_output *o;
   uint8_t *c;
@@ -274,10 +274,9 @@ static void gather(const qjob *j, size_t r0, size_t rows, int16_t *dst) {
   }
 }
 
-/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it.
- * Tasks go tile by tile, so a worker's consecutive tasks mostly share a tile and gather it once
- * (slot_tile: the tile each worker's slot holds). Row tiles and column groups both split the
- * work: a few rows (the 7x7 and 14x14 layers, dense rows) spread over threads by columns. */
+/* Task t: column group t % ngroups of tile t / ngroups, in the slot of the worker running it
+ * (xk_tile_workers). Row tiles and column groups both split the work: a few rows (the 7x7 and
+ * 14x14 layers, dense rows) spread over threads by columns. */
 static void tiled_task(void *ctx, size_t t) {
   const qjob *j = (const qjob *)ctx;
   const size_t w = xk_worker(), tile = t / j->ngroups, g = t % j->ngroups;
@@ -300,12 +299,10 @@ static xk_status run(qjob *j, void *ws, size_t ws_size, const char *op) {
   j->slot_elems = sb / sizeof(int16_t);
   j->ntiles = xk_div_up(j->m, MT);
   j->ngroups = xk_div_up(j->n, GROUP);
-  size_t nslots = ws_size / sb, slot_tile[XK_MAX_THREADS];
-  if (j->m * j->n * j->k < SERIAL_OPS) nslots = 1;
-  if (nslots > XK_MAX_THREADS) nslots = XK_MAX_THREADS;
-  for (size_t i = 0; i < nslots; i++) slot_tile[i] = SIZE_MAX;
+  size_t slot_tile[XK_MAX_THREADS];
+  const size_t nworkers = xk_tile_workers(ws_size, sb, j->m * j->n * j->k < SERIAL_OPS, slot_tile);
   j->slot_tile = slot_tile;
-  xk_parallel_run(j->ntiles * j->ngroups, nslots, tiled_task, j); /* small tasks: see threadpool.c */
+  xk_parallel_run(j->ntiles * j->ngroups, nworkers, tiled_task, j); /* small tasks: see threadpool.c */
   return XK_OK;
 }
 
