@@ -131,9 +131,11 @@ static void prep_task(void *ctx, size_t t) {
 /* Popcounts of MR <= 4 pixels (split input at ap[r] + soff[step]) against the 8 output channels
  * of one panel block w (two vectors of 4): cnt[r][0..8). One step (tap, channel word) at a time;
  * named accumulators (an array of them stays in memory with GCC 12). */
-__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void dkernel(const int MR, size_t steps, const size_t *soff,
-                                                                     const uint8_t *const *ap, const uint8_t *w,
-                                                                     int32_t cnt[DMR][DCOLS]) {
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void dkernel_counts(const int MR, size_t steps,
+                                                                            const size_t *soff,
+                                                                            const uint8_t *const *ap, const uint8_t *w,
+                                                                            __m256i *k0, __m256i *k1, __m256i *k2,
+                                                                            __m256i *k3) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i zero = _mm256_setzero_si256();
@@ -156,16 +158,26 @@ __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void dkernel(const int M
   }
   /* per vector, vpsadbw: the counts of its 4 channels in 64-bit lanes; two vectors -> 8 int32 */
   const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-#define DOUT(r, x0, x1)                                                                                  \
-  _mm256_storeu_si256((__m256i *)cnt[r],                                                                 \
-                      _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8(x0, zero),            \
-                                                                  _mm256_slli_epi64(_mm256_sad_epu8(x1, zero), 32)), \
-                                                  order));
-  DOUT(0, c00, c01)
-  if (MR > 1) { DOUT(1, c10, c11) }
-  if (MR > 2) { DOUT(2, c20, c21) }
-  if (MR > 3) { DOUT(3, c30, c31) }
+#define DOUT(x0, x1)                                                                                     \
+  _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8(x0, zero), _mm256_slli_epi64(_mm256_sad_epu8(x1, zero), 32)), \
+                              order)
+  *k0 = DOUT(c00, c01);
+  *k1 = MR > 1 ? DOUT(c10, c11) : *k0;
+  *k2 = MR > 2 ? DOUT(c20, c21) : *k1;
+  *k3 = MR > 3 ? DOUT(c30, c31) : *k2;
 #undef DOUT
+}
+
+/* The counts of dkernel_counts stored: cnt[r][0..8) for r < MR. */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void dkernel(const int MR, size_t steps, const size_t *soff,
+                                                                     const uint8_t *const *ap, const uint8_t *w,
+                                                                     int32_t cnt[DMR][DCOLS]) {
+  __m256i k0, k1, k2, k3;
+  dkernel_counts(MR, steps, soff, ap, w, &k0, &k1, &k2, &k3);
+  _mm256_storeu_si256((__m256i *)cnt[0], k0);
+  if (MR > 1) _mm256_storeu_si256((__m256i *)cnt[1], k1);
+  if (MR > 2) _mm256_storeu_si256((__m256i *)cnt[2], k2);
+  if (MR > 3) _mm256_storeu_si256((__m256i *)cnt[3], k3);
 }
 
 __attribute__((target("avx2"), noinline)) static void dkernel_any(size_t mr, size_t steps, const size_t *soff,
@@ -225,9 +237,10 @@ __attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, s
  * through each stage together (one test of each stage per call, not per pixel); a missing
  * pixel (mr < 4) repeats the last one and is not stored. Each value sees the operations in the
  * order of xk_float_row: bit-identical to the im2col path. */
-__attribute__((target("avx2"))) static void fast_float8(const xk_bdirect_job *j, const fstage *f, size_t row0,
-                                                         size_t oy, size_t ox, size_t mr, size_t col0,
-                                                         size_t k, int32_t cnt[DMR][DCOLS]) {
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void fast_float8(const xk_bdirect_job *j, const fstage *f,
+                                                                         size_t row0, size_t oy, size_t ox, size_t mr,
+                                                                         size_t col0, __m256i k0, __m256i k1,
+                                                                         __m256i k2, __m256i k3) {
   const size_t oc = j->s->oc, ldc = j->ldc;
   const size_t i1 = mr > 1 ? 1 : 0, i2 = mr > 2 ? 2 : i1, i3 = mr > 3 ? 3 : i2;
   __m256i b0 = _mm256_set1_epi32(j->kfull), b1 = b0, b2 = b0, b3 = b0;
@@ -238,12 +251,10 @@ __attribute__((target("avx2"))) static void fast_float8(const xk_bdirect_job *j,
     b2 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i2] * oc));
     b3 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i3] * oc));
   }
-#define CNT2(i) _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)&cnt[i][k]), 1)
-  __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b0, CNT2(0)));
-  __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b1, CNT2(i1)));
-  __m256 v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b2, CNT2(i2)));
-  __m256 v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b3, CNT2(i3)));
-#undef CNT2
+  __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b0, _mm256_slli_epi32(k0, 1)));
+  __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b1, _mm256_slli_epi32(k1, 1)));
+  __m256 v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b2, _mm256_slli_epi32(k2, 1)));
+  __m256 v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b3, _mm256_slli_epi32(k3, 1)));
   if (f->sc) {
     const __m256 sc = _mm256_loadu_ps(f->sc + col0);
     v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
@@ -278,6 +289,20 @@ __attribute__((target("avx2"))) static void fast_float8(const xk_bdirect_job *j,
   if (mr > 3) _mm256_storeu_ps(y + 3 * ldc, v3);
 }
 
+/* MR pixels x 8 channels through the popcounts and the float stage, the counts in registers. */
+__attribute__((target("avx2"), noinline)) static void dkernel_float8(size_t mr, const dgeom *g,
+                                                                      const uint8_t *const *ap, const uint8_t *w,
+                                                                      size_t row0, size_t oy, size_t ox, size_t col0) {
+  __m256i k0, k1, k2, k3;
+  switch (mr) {
+    case 1: dkernel_counts(1, g->steps, g->soff, ap, w, &k0, &k1, &k2, &k3); break;
+    case 2: dkernel_counts(2, g->steps, g->soff, ap, w, &k0, &k1, &k2, &k3); break;
+    case 3: dkernel_counts(3, g->steps, g->soff, ap, w, &k0, &k1, &k2, &k3); break;
+    default: dkernel_counts(4, g->steps, g->soff, ap, w, &k0, &k1, &k2, &k3); break;
+  }
+  fast_float8(g->j, &g->fs, row0, oy, ox, mr, col0, k0, k1, k2, k3);
+}
+
 __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
   const dgeom *g = (const dgeom *)ctx;
   const xk_bdirect_job *j = g->j;
@@ -297,13 +322,12 @@ __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
         const size_t mr = j->ow - ox < DMR ? j->ow - ox : DMR;
         const uint8_t *ap[DMR];
         for (size_t i = 0; i < DMR; i++) ap[i] = rowbase + (ox + (i < mr ? i : 0)) * s->stride_w * g->pix;
+        if (g->fs.on && nc == DCOLS) { /* a whole block of 8 channels, in registers */
+          dkernel_float8(mr, g, ap, w, r * j->ow + ox, oy, ox, col0);
+          continue;
+        }
         dkernel_any(mr, g->steps, g->soff, ap, w, cnt);
-        size_t done = 0;
-        if (g->fs.on) /* whole blocks of 8 channels in registers */
-          for (; done + 8 <= nc; done += 8) fast_float8(j, &g->fs, r * j->ow + ox, oy, ox, mr, col0 + done, done, cnt);
-        if (done < nc)
-          for (size_t i = 0; i < mr; i++)
-            depilogue(j, r * j->ow + ox + i, oy, ox + i, col0 + done, nc - done, cnt[i] + done);
+        for (size_t i = 0; i < mr; i++) depilogue(j, r * j->ow + ox + i, oy, ox + i, col0, nc, cnt[i]);
       }
     }
   }
