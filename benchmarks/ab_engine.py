@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _host import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
                     print(f"{m}: {r.stderr.strip()}", file=sys.stderr)
                     return 1
                 rows.append({"model": Path(m).name, **json.loads(r.stdout)})
-    lines = [f"| model | threads | A median [min-max] ms | B median [min-max] ms | B/A paired median [p25-p75] |",
+    lines = ["| model | threads | A median [min-max] ms | B median [min-max] ms | B/A paired median [p25-p75] |",
              "|---|---|---|---|---|"]
     for d in rows:
         lines.append(f"| {d['model']} | {d['threads']} | {d['a_median_ms']:.3f} [{d['a_min_ms']:.3f}-{d['a_max_ms']:.3f}] "
@@ -129,16 +130,6 @@ def main(argv=None) -> int:
     if args.out:
         write_results(Path(args.out), args, rows, lines)
     return 0
-
-
-def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores"
 
 
 def write_results(base: Path, args, rows: list[dict], lines: list[str]) -> None:

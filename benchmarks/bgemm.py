@@ -25,6 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
+from _host import cpu_name
+
 # Every runtime here shares the process (and its 2 cores) with torch: libgomp's worker threads
 # otherwise keep spinning after each torch call and take the core another runtime's helper
 # thread needs. Passive waiting makes them sleep between calls (a thread wake per torch call).
@@ -36,16 +38,6 @@ QUICK_SHAPES = [(256, 256, 256), (512, 512, 512), (1, 1000, 4096)]
 PEERS = ["numpy_f32", "torch_f32", "torch_bf16", "int8"]
 BF16_MAX_MACS = 2048**3  # bf16 has no hardware support on this class of CPU: ~0.7 GMAC/s
 TIME_BUDGET = 2.0  # seconds of timing per (shape, implementation), at least 3 reps
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timeit(fn, budget=TIME_BUDGET, min_reps=3, max_reps=200):

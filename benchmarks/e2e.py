@@ -32,13 +32,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _host import machine
 
 # Every runtime here shares the process (and its 2 cores) with torch: libgomp's worker threads
 # otherwise keep spinning after each torch call and take the core another runtime's helper
@@ -94,18 +95,6 @@ def float_twin(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(child, Quantizer):
                 setattr(parent, name, torch.nn.Identity())
     return twin.eval()
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 class LceWorker:
@@ -183,7 +172,7 @@ def measure(runners: dict, repeats: int, warmup: int, budget: float, chunk: int 
     has waited (here: for the LCE worker's chunk) are often much slower, whichever runtime comes
     next; every runtime gets the same one-run warm-up after the switch.
 
-    `settle` seconds of idle after every turn, and each round starts one runner later than the
+    `settle` seconds of idle before every turn, and each round starts one runner later than the
     last: multi-threaded runtimes keep their worker threads spinning after a run (the LCE
     worker's 2-thread interpreter burned about 30 ms of CPU after its chunk, onnxruntime spins
     by default), which took a core from whichever runtime came next in a fixed order."""

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from _host import cpu_name
+
 # libgomp's default spin-waiting made identical 2-thread steps vary 2x between repetitions on
 # the 2-vCPU machines here (a spinning worker competes with whatever else runs); passive waiting
 # gives both the float and the quantized step the same, steadier threading.
@@ -42,16 +44,6 @@ from xnorkit.quantizers import ste_sign  # noqa: E402
 from xnorkit.train.memory import keep_freed_memory  # noqa: E402
 
 GOAL = 1.3
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loadavg() -> str:

@@ -251,7 +251,7 @@ xk_status xk_bconv2d_pack(const xk_conv_shape *s, xk_pad_value pad, const xk_bwe
 /* ------------------------------------------------------------------ GEMM with fused output stage */
 typedef struct bjob {
   const xk_bgemm_ukernel_desc *d;
-  size_t m, n, kwords, lda_w, mtiles, mtiles_rows;
+  size_t m, n, kwords, lda_w, mtiles;
   const uint64_t *a;
   const uint8_t *blocks;
   size_t block_bytes;
@@ -463,13 +463,12 @@ static void gather_row(const xk_conv_shape *s, const uint64_t *in, xk_pad_value 
   else gather_row_words(s, in, pad, pos, dst);
 }
 
-/* Implicit im2col: a task is a block of rows across all output channels, so each row is
- * gathered once and reused by every column block. */
+/* Implicit im2col: task t is the block of MR rows from t * MR across all output channels, so
+ * each row is gathered once and reused by every column block (small tasks: see threadpool.c). */
 static void rows_task(void *ctx, size_t t) {
   const bjob *j = (const bjob *)ctx;
   const xk_bgemm_ukernel_desc *d = j->d;
-  const size_t mc = j->mtiles_rows;
-  size_t i0 = t * mc, i1 = i0 + mc < j->m ? i0 + mc : j->m;
+  const size_t i = t * d->mr, mr = j->m - i < d->mr ? j->m - i : d->mr;
   uint32_t q[MAX_MR][GROUP];
   uint64_t rows[ROWS_SCRATCH_WORDS];
 #ifdef XK_HAVE_AVX2
@@ -477,18 +476,16 @@ static void rows_task(void *ctx, size_t t) {
 #else
   uint64_t *prepped = NULL;
 #endif
-  rowpos pos = rowpos_of(j, i0), next = pos;
-  for (size_t i = i0; i < i1; i += d->mr, pos = next) {
-    size_t mr = i1 - i < d->mr ? i1 - i : d->mr, lda;
-    for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
-      gather_row(j->s, j->in, j->pad, j->kwords, &next, rows + r * j->kwords);
-    const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
-    for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
-      size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
-      const uint64_t flip = xk_flip_word(j->o, col0, ncols);
-      kernel_cols(d, mr, j->kwords, a, lda, j->blocks + (col0 / d->nr) * j->block_bytes, j->block_bytes, ncols, q);
-      epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
-    }
+  rowpos pos = rowpos_of(j, i), next = pos;
+  size_t lda;
+  for (size_t r = 0; r < mr; r++, rowpos_next(j, &next))
+    gather_row(j->s, j->in, j->pad, j->kwords, &next, rows + r * j->kwords);
+  const uint64_t *a = kernel_rows(d, rows, j->kwords, mr, j->kwords, prepped, &lda);
+  for (size_t col0 = 0; col0 < j->n; col0 += GROUP) {
+    size_t ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
+    const uint64_t flip = xk_flip_word(j->o, col0, ncols);
+    kernel_cols(d, mr, j->kwords, a, lda, j->blocks + (col0 / d->nr) * j->block_bytes, j->block_bytes, ncols, q);
+    epilogue(j, i, mr, col0, ncols, (const uint32_t(*)[GROUP])q, flip, &pos);
   }
 }
 
@@ -496,24 +493,12 @@ static void run_gemm(bjob *j) {
 #if XK_EPILOGUE_AVX2
   j->avx2 = (j->d->isa == XK_ISA_AVX2 || j->d->isa == XK_ISA_AVX512) && xk_isa_available(XK_ISA_AVX2);
 #endif
+  const size_t workers = j->m * j->n * j->kwords < SERIAL_WORK ? 1 : SIZE_MAX;
   if (j->in) {
-    /* one MR-row block per task (see threadpool.c) */
-    j->mtiles_rows = j->d->mr;
-    size_t ntasks = xk_div_up(j->m, j->mtiles_rows);
-    if (j->m * j->n * j->kwords < SERIAL_WORK) {
-      for (size_t t = 0; t < ntasks; t++) rows_task(j, t);
-    } else {
-      xk_parallel_for(ntasks, rows_task, j);
-    }
-    xk_note_isa(j->d->isa);
-    return;
-  }
-  j->mtiles = xk_div_up(j->m, MC);
-  size_t ntasks = j->mtiles * xk_div_up(j->n, GROUP);
-  if (j->m * j->n * j->kwords < SERIAL_WORK) {
-    for (size_t t = 0; t < ntasks; t++) gemm_task(j, t);
+    xk_parallel_run(xk_div_up(j->m, j->d->mr), workers, rows_task, j);
   } else {
-    xk_parallel_for(ntasks, gemm_task, j);
+    j->mtiles = xk_div_up(j->m, MC);
+    xk_parallel_run(j->mtiles * xk_div_up(j->n, GROUP), workers, gemm_task, j);
   }
   xk_note_isa(j->d->isa);
 }

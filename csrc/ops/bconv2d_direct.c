@@ -53,13 +53,18 @@ size_t xk_bdirect_workspace_size(const xk_conv_shape *s, size_t oh, size_t ow) {
   return xk_align_up(s->n * hp * wp * (s->c / 32) * 8);
 }
 
+/* A 32-bit channel word split into nibbles: [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f] (weights
+ * and input alike, so one vpxor + vpshufb counts a step). */
+static uint64_t nibble_split(uint32_t x) {
+  return (uint64_t)(x & 0x0f0f0f0fu) | (uint64_t)((x >> 4) & 0x0f0f0f0fu) << 32;
+}
+
 void xk_bdirect_pack_row(const xk_conv_shape *s, size_t o, const uint32_t *words, uint8_t *panel) {
   const size_t steps = steps_of(s), lane = o % XK_BDIRECT_BLOCK;
   uint8_t *blk = panel + (o / XK_BDIRECT_BLOCK) * steps * 64 + (lane / 4) * 32 + (lane % 4) * 8;
   for (size_t i = 0; i < steps; i++) {
-    const uint32_t lo = words[i] & 0x0f0f0f0fu, hi = (words[i] >> 4) & 0x0f0f0f0fu;
-    memcpy(blk + i * 64, &lo, 4);
-    memcpy(blk + i * 64 + 4, &hi, 4);
+    const uint64_t v = nibble_split(words[i]);
+    memcpy(blk + i * 64, &v, 8);
   }
 }
 
@@ -122,7 +127,7 @@ static void prep_task(void *ctx, size_t t) {
       for (size_t d = 0; d < g->dw; d++) {
         uint32_t x;
         memcpy(&x, src + 4 * d, 4);
-        dst[d] = (uint64_t)(x & 0x0f0f0f0fu) | (uint64_t)((x >> 4) & 0x0f0f0f0fu) << 32;
+        dst[d] = nibble_split(x);
       }
     }
   }

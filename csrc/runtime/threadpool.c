@@ -87,7 +87,6 @@ static struct {
   _Atomic uint64_t claim;  /* gen << 40 | front << 20 | back: tasks [front, back) left */
   _Atomic size_t done;
   _Atomic size_t nworkers; /* helpers with an index >= this sit the job out */
-  size_t ntasks;
   xk_task_fn fn;
   void *ctx;
 } g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .job_mu = PTHREAD_MUTEX_INITIALIZER};
@@ -197,7 +196,6 @@ void xk_parallel_run(size_t ntasks, size_t max_workers, xk_task_fn fn, void *ctx
   ensure_helpers((int)nthreads - 1);
   g_pool.fn = fn;
   g_pool.ctx = ctx;
-  g_pool.ntasks = ntasks;
   atomic_store_explicit(&g_pool.nworkers, nthreads, memory_order_relaxed);
   atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
   uint32_t gen = (atomic_load(&g_pool.gen_published) + 1) & GEN_MASK;
