@@ -8,7 +8,8 @@ Each model is a chain of four Bi-Real blocks (sign -> binary 3x3 convolution -> 
 float non-binary layers; random weights and BatchNorm statistics (seed 0). A whole zoo model
 hides a 5% change of one layer shape in the noise of this shared machine; four identical
 blocks make it measurable. Shapes: the 3x3 layers of QuickNetSmall (32 channels at 56x56,
-64 at 28x28), Bi-Real Net / QuickNet (64 at 56x56, 128 at 28x28) and one 96-channel case.
+64 at 28x28), Bi-Real Net / QuickNet (64 at 56x56, 128 at 28x28, 256 at 14x14, 512 at 7x7),
+BinaryAlexNet's 384 channels at 13x13 and one 96-channel case.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SHAPES = [  # name, channels, spatial size
     ("blk64_56", 64, 56),
     ("blk96_28", 96, 28),
     ("blk128_28", 128, 28),
+    ("blk256_14", 256, 14),
+    ("blk512_7", 512, 7),
+    ("blk384_13", 384, 13),
 ]
 
 

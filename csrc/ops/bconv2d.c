@@ -182,12 +182,11 @@ static xk_status pack_common(const xk_conv_shape *s, xk_pad_value pad, const xk_
   const xk_bgemm_ukernel_desc *d = L.d;
   const size_t cb = d->chunk_bytes, steps = xk_div_up(L.kwords * 8, cb), stride = cb * d->panel_expand;
   if (L.direct) { /* the direct path's panel: 32-bit words of each channel's dense K-bit stream */
-    uint32_t words[XK_BDIRECT_MAX_STEPS + 1];
     const size_t nw = L.taps * s->c / 32;
-    for (size_t o = 0; o < s->oc; o++) {
-      for (size_t i = 0; i < nw; i++) words[i] = (uint32_t)(weight_word(w, s->c, L.taps, o, i / 2) >> (32 * (i % 2)));
-      xk_bdirect_pack_row(s, o, words, p + L.panel_off);
-    }
+    for (size_t o = 0; o < s->oc; o++)
+      for (size_t i = 0; i < nw; i++)
+        xk_bdirect_pack_word(s, o, i, (uint32_t)(weight_word(w, s->c, L.taps, o, i / 2) >> (32 * (i % 2))),
+                             p + L.panel_off);
   }
   for (size_t o = 0; !L.direct && o < s->oc; o++) {
     uint8_t *blk = p + L.panel_off + (o / d->nr) * L.block_bytes;

@@ -17,13 +17,22 @@
 
 #define DMR 4   /* output pixels per kernel call */
 #define DCOLS 8 /* output channels per kernel call: one panel block */
+#define TCOLS 64 /* output channels per call of the table-lookup kernel (oc % 64 == 0) */
 #define SERIAL_WORK ((size_t)1 << 17) /* pixel x channel x step products below which a call stays serial */
 
 static size_t steps_of(const xk_conv_shape *s) { return s->kh * s->kw * (s->c / 32); }
 
+/* The table-lookup kernel takes output channels 64 at a time; other counts the XOR kernel. Its
+ * byte counters are widened every <= 63 byte steps: whole taps while a tap has at most 63 bytes
+ * (C <= 252), else runs of 32 bytes (C a multiple of 128). */
+static int table_kernel(const xk_conv_shape *s) {
+  return s->oc % TCOLS == 0 && s->kh * s->kw <= XK_BDIRECT_MAX_TAPS && (s->c / 4 <= 63 || s->c % 128 == 0);
+}
+
 int xk_bdirect_shape_ok(const xk_conv_shape *s) {
 #if XK_BDIRECT
-  return s->c % 32 == 0 && s->c >= 32 && s->c <= 128 && steps_of(s) <= XK_BDIRECT_MAX_STEPS;
+  if (s->c % 32 || s->c < 32) return 0;
+  return table_kernel(s) || (s->c <= 128 && steps_of(s) <= XK_BDIRECT_MAX_STEPS);
 #else
   (void)s;
   return 0;
@@ -37,6 +46,7 @@ int xk_bdirect_applies(const xk_conv_shape *s, xk_isa isa) {
 }
 
 size_t xk_bdirect_panel_bytes(const xk_conv_shape *s) {
+  if (table_kernel(s)) return s->oc / TCOLS * steps_of(s) * 8 * 64;
   return xk_div_up(s->oc, XK_BDIRECT_BLOCK) * steps_of(s) * 64;
 }
 
@@ -59,13 +69,18 @@ static uint64_t nibble_split(uint32_t x) {
   return (uint64_t)(x & 0x0f0f0f0fu) | (uint64_t)((x >> 4) & 0x0f0f0f0fu) << 32;
 }
 
-void xk_bdirect_pack_row(const xk_conv_shape *s, size_t o, const uint32_t *words, uint8_t *panel) {
-  const size_t steps = steps_of(s), lane = o % XK_BDIRECT_BLOCK;
-  uint8_t *blk = panel + (o / XK_BDIRECT_BLOCK) * steps * 64 + (lane / 4) * 32 + (lane % 4) * 8;
-  for (size_t i = 0; i < steps; i++) {
-    const uint64_t v = nibble_split(words[i]);
-    memcpy(blk + i * 64, &v, 8);
+void xk_bdirect_pack_word(const xk_conv_shape *s, size_t o, size_t i, uint32_t word, uint8_t *panel) {
+  const size_t steps = steps_of(s);
+  const uint64_t v = nibble_split(word);
+  if (table_kernel(s)) { /* blocks of 64 channels; per byte step (word i, byte b of its split form) two
+                          * vectors of 32 channels' nibbles, byte 2u = channel u, byte 2u + 1 = channel 16 + u */
+    const size_t lane = o % TCOLS, u = lane % 32, pos = lane / 32 * 32 + (u < 16 ? 2 * u : 2 * (u - 16) + 1);
+    uint8_t *blk = panel + (o / TCOLS) * steps * 8 * 64 + pos;
+    for (size_t b = 0; b < 8; b++) blk[(i * 8 + b) * 64] = (uint8_t)(v >> (8 * b));
+    return;
   }
+  const size_t lane = o % XK_BDIRECT_BLOCK;
+  memcpy(panel + (o / XK_BDIRECT_BLOCK) * steps * 64 + (lane / 4) * 32 + (lane % 4) * 8 + i * 64, &v, 8);
 }
 
 #if XK_BDIRECT
@@ -95,19 +110,25 @@ typedef struct dgeom {
   const xk_bdirect_job *j;
   size_t hp, wp, dw, pix; /* padded size, channel words per pixel, bytes per split pixel */
   size_t steps, rows_per_task;
-  size_t soff[XK_BDIRECT_MAX_STEPS]; /* byte offset of each step (tap, channel word) in the split input */
+  size_t soff[XK_BDIRECT_MAX_STEPS]; /* XOR kernel: byte offset of each step (tap, channel word) in the split input */
+  int table;                         /* the table-lookup kernel */
+  size_t taps, seg_taps, chunk;      /* table kernel: runs of byte counters of seg_taps taps x chunk bytes */
+  size_t toff[XK_BDIRECT_MAX_TAPS];  /* table kernel: byte offset of each tap in the split input */
   fstage fs;
 } dgeom;
 
 /* Rows (image, padded row) of the split input: per pixel and channel word x, the 64-bit word
- * [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f]; outside the image the pad value's bits. */
+ * [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f] (times 4 for the table kernel); outside the image the
+ * pad value's bits. */
 static void prep_task(void *ctx, size_t t) {
   const dgeom *g = (const dgeom *)ctx;
   const xk_bdirect_job *j = g->j;
   const xk_conv_shape *s = j->s;
   const size_t nrows = s->n * g->hp, r1 = (t + 1) * g->rows_per_task < nrows ? (t + 1) * g->rows_per_task : nrows;
   const size_t in_pix = xk_div_up(s->c, 64) * 8;
-  const uint64_t fill = j->pad == XK_PAD_MINUS ? UINT64_C(0x0f0f0f0f0f0f0f0f) : 0;
+  /* the table kernel reads each byte as a table offset / 8: nibble * 4 */
+  const unsigned sh = g->table ? 2 : 0;
+  const uint64_t fill = j->pad == XK_PAD_MINUS ? UINT64_C(0x0f0f0f0f0f0f0f0f) << sh : 0;
   for (size_t r = t * g->rows_per_task; r < r1; r++) {
     const size_t b = r / g->hp;
     const long iy = (long)(r % g->hp) - (long)s->pad_t;
@@ -127,7 +148,7 @@ static void prep_task(void *ctx, size_t t) {
       for (size_t d = 0; d < g->dw; d++) {
         uint32_t x;
         memcpy(&x, src + 4 * d, 4);
-        dst[d] = nibble_split(x);
+        dst[d] = nibble_split(x) << sh;
       }
     }
   }
@@ -308,6 +329,111 @@ __attribute__((target("avx2"), noinline)) static void dkernel_float8(size_t mr, 
   fast_float8(g->j, &g->fs, row0, oy, ox, mr, col0, k0, k1, k2, k3);
 }
 
+/* ------------------------------------------------------------------ table-lookup kernel */
+/* For oc % 64 == 0 (table_kernel). Each byte of the split input is one nibble a of a pixel's
+ * channel bits (stored as 4 a, a table offset / 8); it selects the table T_a[k] = popcount(a ^ k),
+ * and one vpshufb looks up the weight nibbles of that position for 32 output channels:
+ * popcount(a ^ w) without a vpxor, the output channels in the vector lanes. Per 128 bit pairs
+ * the XOR kernel issues vpxor + vpshufb + vpaddb, this one vpshufb + vpaddb (a table load per
+ * pixel and step is shared by two vectors). 4 pixels x 64 channels per call; byte counters
+ * (at most 4 per step) widened to 16 bits after at most 63 steps. */
+#define PC4(x) (((x) & 1) + ((x) >> 1 & 1) + ((x) >> 2 & 1) + ((x) >> 3 & 1))
+#define TROW16(a)                                                                                              \
+  PC4((a) ^ 0), PC4((a) ^ 1), PC4((a) ^ 2), PC4((a) ^ 3), PC4((a) ^ 4), PC4((a) ^ 5), PC4((a) ^ 6), PC4((a) ^ 7), \
+      PC4((a) ^ 8), PC4((a) ^ 9), PC4((a) ^ 10), PC4((a) ^ 11), PC4((a) ^ 12), PC4((a) ^ 13), PC4((a) ^ 14),      \
+      PC4((a) ^ 15)
+#define TROW(a) {TROW16(a), TROW16(a)}
+static const uint8_t tl_lut[16][32] __attribute__((aligned(32))) = {
+    TROW(0), TROW(1), TROW(2),  TROW(3),  TROW(4),  TROW(5),  TROW(6),  TROW(7),
+    TROW(8), TROW(9), TROW(10), TROW(11), TROW(12), TROW(13), TROW(14), TROW(15)};
+#undef TROW
+#undef TROW16
+#undef PC4
+
+/* Popcounts of MR <= 4 pixels against the 64 channels of one panel block: cnt[r][0..64). */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tkernel_counts(const int MR, const dgeom *g,
+                                                                            const uint8_t *const *ap, const uint8_t *w,
+                                                                            uint16_t cnt[DMR][TCOLS]) {
+  const __m256i zero = _mm256_setzero_si256(), low = _mm256_set1_epi16(0xff);
+  const uint8_t *p0 = ap[0], *p1 = ap[MR > 1 ? 1 : 0], *p2 = ap[MR > 2 ? 2 : 0], *p3 = ap[MR > 3 ? 3 : 0];
+  const size_t nb = g->pix; /* byte steps per tap */
+  const uint8_t *lut = &tl_lut[0][0];
+  const size_t chunk = g->chunk;
+  /* runs of byte counters: seg_taps whole taps (chunk = nb), or chunk bytes of one tap */
+  for (size_t t0 = 0; t0 < g->taps; t0 += g->seg_taps) {
+    const size_t t1 = t0 + g->seg_taps < g->taps ? t0 + g->seg_taps : g->taps;
+    for (size_t b0 = 0; b0 < nb; b0 += chunk) {
+      const int first = t0 == 0 && b0 == 0;
+      __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero, c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+      for (size_t t = t0; t < t1; t++) {
+        const size_t off = g->toff[t] + b0;
+        const uint8_t *q0 = p0 + off, *q1 = p1 + off, *q2 = p2 + off, *q3 = p3 + off;
+#pragma GCC unroll 2
+        for (size_t b = 0; b < chunk; b++, w += 64) {
+          const __m256i w0 = _mm256_loadu_si256((const __m256i *)w), w1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+          __m256i l;
+#define TROWK(q, x0, x1)                                                \
+  l = _mm256_load_si256((const __m256i *)(lut + (size_t)(q)[b] * 8)); \
+  x0 = _mm256_add_epi8(x0, _mm256_shuffle_epi8(l, w0));                 \
+  x1 = _mm256_add_epi8(x1, _mm256_shuffle_epi8(l, w1));
+          TROWK(q0, c00, c01)
+          if (MR > 1) { TROWK(q1, c10, c11) }
+          if (MR > 2) { TROWK(q2, c20, c21) }
+          if (MR > 3) { TROWK(q3, c30, c31) }
+#undef TROWK
+        }
+      }
+      /* widened into cnt: even bytes are the vector's channels 0..15, odd bytes 16..31 (the
+       * panel's order), so cnt ends up in channel order */
+#define TFLUSH(x, dst)                                                                \
+  {                                                                                   \
+    __m256i e = _mm256_and_si256(x, low), o = _mm256_srli_epi16(x, 8);                \
+    if (!first) {                                                                     \
+      e = _mm256_add_epi16(e, _mm256_load_si256((const __m256i *)(dst)));             \
+      o = _mm256_add_epi16(o, _mm256_load_si256((const __m256i *)((dst) + 16)));      \
+    }                                                                                 \
+    _mm256_store_si256((__m256i *)(dst), e);                                          \
+    _mm256_store_si256((__m256i *)((dst) + 16), o);                                   \
+  }
+      TFLUSH(c00, cnt[0]) TFLUSH(c01, cnt[0] + 32)
+      if (MR > 1) { TFLUSH(c10, cnt[1]) TFLUSH(c11, cnt[1] + 32) }
+      if (MR > 2) { TFLUSH(c20, cnt[2]) TFLUSH(c21, cnt[2] + 32) }
+      if (MR > 3) { TFLUSH(c30, cnt[3]) TFLUSH(c31, cnt[3] + 32) }
+#undef TFLUSH
+    }
+  }
+}
+
+/* MR pixels x 64 channels [col0, col0 + 64): popcounts, then the output stage (8 channels at a
+ * time in registers for the fast float stages, else per pixel and 8 channels). */
+__attribute__((target("avx2"), noinline)) static void tkernel_run(size_t mr, const dgeom *g, const uint8_t *const *ap,
+                                                                   const uint8_t *w, size_t row0, size_t oy, size_t ox,
+                                                                   size_t col0) {
+  uint16_t cnt[DMR][TCOLS] __attribute__((aligned(32)));
+  switch (mr) {
+    case 1: tkernel_counts(1, g, ap, w, cnt); break;
+    case 2: tkernel_counts(2, g, ap, w, cnt); break;
+    case 3: tkernel_counts(3, g, ap, w, cnt); break;
+    default: tkernel_counts(4, g, ap, w, cnt); break;
+  }
+  const xk_bdirect_job *j = g->j;
+  if (g->fs.on) {
+    for (size_t c = 0; c < TCOLS; c += 8) {
+#define K32(r) _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(cnt[r] + c)))
+      const __m256i k0 = K32(0), k1 = mr > 1 ? K32(1) : k0, k2 = mr > 2 ? K32(2) : k1, k3 = mr > 3 ? K32(3) : k2;
+#undef K32
+      fast_float8(j, &g->fs, row0, oy, ox, mr, col0 + c, k0, k1, k2, k3);
+    }
+    return;
+  }
+  for (size_t i = 0; i < mr; i++)
+    for (size_t c = 0; c < TCOLS; c += DCOLS) {
+      int32_t c32[DCOLS];
+      for (size_t k = 0; k < DCOLS; k++) c32[k] = cnt[i][c + k];
+      depilogue(j, row0 + i, oy, ox + i, col0 + c, DCOLS, c32);
+    }
+}
+
 __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
   const dgeom *g = (const dgeom *)ctx;
   const xk_bdirect_job *j = g->j;
@@ -315,11 +441,14 @@ __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
   const size_t nrows = s->n * j->oh, r1 = (t + 1) * g->rows_per_task < nrows ? (t + 1) * g->rows_per_task : nrows;
   const size_t wblk = g->steps * 64;
   int32_t cnt[DMR][DCOLS];
-  /* channel blocks outermost: a block's weights (steps * 128 bytes) stay in L1 over the task's
-   * rows, where the whole panel (up to 37 KiB for 128 -> 128 channels) would not */
-  for (size_t col0 = 0; col0 < s->oc; col0 += DCOLS) {
-    const size_t nc = s->oc - col0 < DCOLS ? s->oc - col0 : DCOLS;
-    const uint8_t *w = j->panel + (col0 / XK_BDIRECT_BLOCK) * wblk;
+  /* channel blocks outermost: a block's weights (XOR kernel: steps * 64 bytes per 8 channels;
+   * table kernel: 9 KiB per 64 channels for a 3x3 layer with C = 64) stay in L1 or L2 over the
+   * task's rows, where the whole panel might not */
+  const size_t cols = g->table ? TCOLS : DCOLS;
+  for (size_t col0 = 0; col0 < s->oc; col0 += cols) {
+    const size_t nc = s->oc - col0 < cols ? s->oc - col0 : cols;
+    const uint8_t *w = g->table ? j->panel + col0 / TCOLS * g->steps * 8 * 64
+                                : j->panel + (col0 / XK_BDIRECT_BLOCK) * wblk;
     for (size_t r = t * g->rows_per_task; r < r1; r++) {
       const size_t b = r / j->oh, oy = r % j->oh;
       const uint8_t *rowbase = j->ws + (b * g->hp + oy * s->stride_h) * g->wp * g->pix;
@@ -327,6 +456,10 @@ __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
         const size_t mr = j->ow - ox < DMR ? j->ow - ox : DMR;
         const uint8_t *ap[DMR];
         for (size_t i = 0; i < DMR; i++) ap[i] = rowbase + (ox + (i < mr ? i : 0)) * s->stride_w * g->pix;
+        if (g->table) {
+          tkernel_run(mr, g, ap, w, r * j->ow + ox, oy, ox, col0);
+          continue;
+        }
         if (g->fs.on && nc == DCOLS) { /* a whole block of 8 channels, in registers */
           dkernel_float8(mr, g, ap, w, r * j->ow + ox, oy, ox, col0);
           continue;
@@ -348,10 +481,19 @@ void xk_bdirect_run(const xk_bdirect_job *j) {
   g.pix = g.dw * 8;
   g.steps = steps_of(s);
   g.fs = fstage_of(j->o);
+  g.table = table_kernel(s);
+  g.taps = s->kh * s->kw;
+  g.chunk = g.pix <= 63 ? g.pix : 32;
+  g.seg_taps = g.pix <= 63 ? 63 / g.pix : 1;
   const size_t dh = xk_dil(s->dil_h), dwl = xk_dil(s->dil_w);
   for (size_t ky = 0, t = 0; ky < s->kh; ky++)
-    for (size_t kx = 0; kx < s->kw; kx++)
-      for (size_t d = 0; d < g.dw; d++, t++) g.soff[t] = (ky * dh * g.wp + kx * dwl) * g.pix + 8 * d;
+    for (size_t kx = 0; kx < s->kw; kx++, t++) {
+      const size_t off = (ky * dh * g.wp + kx * dwl) * g.pix;
+      if (g.table)
+        g.toff[t] = off;
+      else
+        for (size_t d = 0; d < g.dw; d++) g.soff[t * g.dw + d] = off + 8 * d;
+    }
   /* tasks of rows in image order (threadpool.c keeps each thread's rows from op to op); one task
    * (run on this thread) for small calls */
   const size_t nthreads = (size_t)xk_get_num_threads();

@@ -1,19 +1,25 @@
 /*
- * Direct binary convolution for few input channels (AVX2; internal to csrc/ops/bconv2d.c).
+ * Direct binary convolution for inputs of C % 32 == 0 channels (AVX2; internal to
+ * csrc/ops/bconv2d.c).
  *
- * For C = 32, 64, 96 or 128 input channels the im2col path spends more time gathering rows,
- * preparing them and reducing per call than in its inner loop (a 56x56x32 layer: 42% kernel,
- * 25% gather, 21% output stage). This path has none of that:
+ * With few input channels the im2col path spends more time gathering rows, preparing them and
+ * reducing per call than in its inner loop (a 56x56x32 layer: 42% kernel, 25% gather, 21% output
+ * stage). This path has none of that:
  *   - the input is split into nibbles once per call, into a copy with the padding filled in
  *     (workspace, xk_bdirect_workspace_size): per pixel and 32-bit channel word x, one 64-bit word
- *     [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f];
- *   - weights (packed once, xk_bdirect_pack_row): blocks of 8 output channels, per step (tap t,
- *     channel word d) two vectors [c0 lo, c0 hi, c1 lo, c1 hi, c2 lo, ..., c3 hi], [c4 .. c7];
- *   - the inner step for one output pixel and 4 output channels is one 64-bit broadcast of the
- *     pixel's word, vpxor + vpshufb (nibble popcount) + vpaddb; byte counters hold a whole
- *     reduction (steps = taps * C/32 <= 63, at most 4 per byte per step);
- *   - the reduction is one vpsadbw per 4 channels, the output stage runs on 8 channels at a time
- *     in registers (same operations and roundings as xk_output_apply).
+ *     [x & 0x0f0f0f0f, (x >> 4) & 0x0f0f0f0f] (each byte times 4 for the table kernel);
+ *   - two kernels, chosen from the shape when packing:
+ *     - table lookup (oc % 64 == 0, any C % 32 == 0 up to 252 or a multiple of 128, <= 64 taps):
+ *       weights in blocks of 64 output channels, per byte step of the split input two vectors of
+ *       32 channels' weight nibbles; the input byte selects a table T_a[k] = popcount(a ^ k) and
+ *       one vpshufb + vpaddb counts 32 channels x 4 bits; byte counters widened to 16 bits every
+ *       <= 63 steps;
+ *     - XOR (other oc, C <= 128, taps * C/32 <= 63): weights in blocks of 8 output channels, per
+ *       step (tap t, channel word d) two vectors [c0 lo, c0 hi, c1 lo, ..., c3 hi], [c4 .. c7];
+ *       one 64-bit broadcast of the pixel's word, vpxor + vpshufb + vpaddb per 4 channels; byte
+ *       counters hold the whole reduction, one vpsadbw per 4 channels;
+ *   - the output stage runs on 8 channels at a time in registers (same operations and roundings
+ *     as xk_output_apply).
  * Results are bit-identical to the im2col path (tests/engine/test_ops_binary.py runs every case
  * with and without it; XK_NO_DIRECT_BCONV=1 turns it off).
  */
@@ -22,22 +28,24 @@
 
 #include "ops_internal.h"
 
-#define XK_BDIRECT_MAX_STEPS 63 /* taps * C/32 (byte counters: 63 * 4 <= 255) */
+#define XK_BDIRECT_MAX_STEPS 63 /* XOR kernel: taps * C/32 (byte counters: 63 * 4 <= 255) */
+#define XK_BDIRECT_MAX_TAPS 64  /* table-lookup kernel */
 #define XK_BDIRECT_BLOCK 8      /* output channels per panel block */
 
-/* Shape conditions of the direct path (without the ISA): C a multiple of 32, at most 128,
- * taps * C/32 <= XK_BDIRECT_MAX_STEPS. Always 0 in builds without the AVX2 kernels. */
+/* Shape conditions of the direct path (without the ISA): C a multiple of 32 and one of the two
+ * kernels' conditions above. Always 0 in builds without the AVX2 kernels. */
 int xk_bdirect_shape_ok(const xk_conv_shape *s);
 /* The direct path for an op packed for `isa`: the shape conditions, isa AVX2 on a host that has
  * it, and XK_NO_DIRECT_BCONV unset (read once). */
 int xk_bdirect_applies(const xk_conv_shape *s, xk_isa isa);
-/* Panel bytes: ceil(oc / 8) blocks of steps * 64 bytes. */
+/* Panel bytes: table kernel oc / 64 blocks of taps * C/4 * 64 bytes, XOR kernel ceil(oc / 8)
+ * blocks of taps * C/32 * 64 bytes. */
 size_t xk_bdirect_panel_bytes(const xk_conv_shape *s);
 /* Workspace: the nibble-split, padded copy of the input (0 when the shape conditions fail). */
 size_t xk_bdirect_workspace_size(const xk_conv_shape *s, size_t oh, size_t ow);
-/* Write output channel o's weights into the panel: word32(i) = bits [32 i, 32 i + 32) of the
- * channel's dense K-bit stream, for i < steps. */
-void xk_bdirect_pack_row(const xk_conv_shape *s, size_t o, const uint32_t *words, uint8_t *panel);
+/* Write word i of output channel o's weights into the panel: bits [32 i, 32 i + 32) of the
+ * channel's dense K-bit stream, for i < taps * C/32. */
+void xk_bdirect_pack_word(const xk_conv_shape *s, size_t o, size_t i, uint32_t word, uint8_t *panel);
 
 typedef struct xk_bdirect_job {
   const xk_conv_shape *s;

@@ -76,6 +76,19 @@ SHAPES = [
     (1, 8, 8, 64, 16, 5, 5, (1, 1), (2, 1, 2, 3), (1, 1)),  # 50 steps
     (1, 9, 9, 96, 7, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),   # 75 steps: the im2col path
     (1, 3, 11, 32, 3, 3, 2, (2, 1), (0, 1, 2, 0), (1, 2)),
+    # ... and with oc % 64 == 0 its table-lookup kernel: byte counters widened after 7, 3, 2, 1
+    # taps for C = 32, 64, 96, 128 (one and several runs), 1-3 pixels left over, 1-3 blocks of 64
+    (2, 7, 9, 32, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 6, 7, 64, 128, 3, 3, (2, 2), (1, 0, 1, 1), (1, 1)),
+    (1, 8, 6, 96, 64, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    (2, 5, 10, 128, 192, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 8, 8, 64, 64, 5, 5, (1, 1), (2, 1, 2, 3), (1, 1)),
+    (1, 9, 7, 32, 64, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
+    (1, 4, 6, 128, 64, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),
+    # wider inputs, table kernel only: a tap of 40 bytes per run; taps in runs of 32 bytes
+    (2, 4, 5, 160, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 6, 5, 256, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 5, 7, 512, 128, 3, 3, (2, 1), (1, 0, 1, 1), (1, 1)),
 ]
 
 
@@ -125,11 +138,11 @@ def test_bconv2d_bits_output(isa, c, oc):
 
 
 @pytest.mark.parametrize("act", ["none", "relu", "hardtanh", "prelu"])
-def test_bconv2d_float_output_stage(act):
+@pytest.mark.parametrize("c,oc", [(48, 33), (64, 64)])  # im2col; direct table-lookup kernel
+def test_bconv2d_float_output_stage(act, c, oc):
     from engine_util import ACT, act_ref
 
     rng = np.random.default_rng(2)
-    oc = 33
     scale = rng.normal(size=oc).astype(np.float32)
     bias = rng.normal(size=oc).astype(np.float32)
     post_s = rng.normal(size=oc).astype(np.float32)
@@ -137,7 +150,7 @@ def test_bconv2d_float_output_stage(act):
     alpha = rng.random(oc).astype(np.float32)
     stage = {"kind": "float", "scale": scale, "bias": bias, "act": ACT[act], "lo": -2.0, "hi": 3.0,
              "alpha": alpha, "post_scale": post_s, "post_bias": post_b}
-    ref, res = run_bconv(rng, 2, 6, 6, 48, oc, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, out=stage)
+    ref, res = run_bconv(rng, 2, 6, 6, c, oc, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, out=stage)
     y = ref.reshape(-1, oc).astype(np.float32) * scale + bias
     y = act_ref(y, act, -2.0, 3.0, alpha) * post_s + post_b
     np.testing.assert_allclose(res, y, rtol=1e-6, atol=1e-5)
@@ -146,10 +159,10 @@ def test_bconv2d_float_output_stage(act):
 @pytest.mark.parametrize("stages", ["sc,bi", "relu,ps,pb", "sc,relu,ps,pb", "bi,relu,ps,pb", "sc,bi,relu,ps,pb",
                                     "sc,bi,relu"])
 @pytest.mark.parametrize("c", [32, 64, 128])
-def test_bconv2d_float_stage_exact(stages, c):
+@pytest.mark.parametrize("oc", [70, 128])  # the direct path's XOR and table-lookup kernels
+def test_bconv2d_float_stage_exact(stages, c, oc):
     """The one-pass output stages round exactly like the op-by-op float32 reference."""
     rng = np.random.default_rng(7)
-    oc = 70
     want = set(stages.split(","))
     vec = {k: rng.normal(size=oc).astype(np.float32) if k in want else None for k in ("sc", "bi", "ps", "pb")}
     stage = {"kind": "float", "scale": vec["sc"], "bias": vec["bi"], "act": 1 if "relu" in want else 0,
@@ -331,7 +344,8 @@ def test_bconv2d_without_the_direct_path():
 
 
 @pytest.mark.skipif("avx2" not in ISAS, reason="the direct path is AVX2's")
-def test_bconv2d_direct_path_equals_im2col_float():
+@pytest.mark.parametrize("oc", [24, 128])  # XOR kernel; table-lookup kernel
+def test_bconv2d_direct_path_equals_im2col_float(oc):
     """Float outputs (folded BatchNorm + ReLU + post-BatchNorm, QuickNet's stage) of the direct
     path and of the im2col path are bit-identical: the same float operations in the same order."""
     import os
@@ -341,12 +355,12 @@ def test_bconv2d_direct_path_equals_im2col_float():
     code = (
         "import numpy as np, sys; sys.path.insert(0, %r)\n"
         "from test_ops_binary import run_bconv\n"
-        "rng = np.random.default_rng(11); oc = 24\n"
+        "rng = np.random.default_rng(11); oc = %d\n"
         "st = {'kind': 'float', 'scale': rng.normal(size=oc).astype(np.float32), 'bias': rng.normal(size=oc).astype(np.float32),"
         " 'act': 1, 'post_scale': rng.normal(size=oc).astype(np.float32), 'post_bias': rng.normal(size=oc).astype(np.float32)}\n"
         "_, y = run_bconv(rng, 2, 9, 7, 64, oc, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 0, out=st)\n"
         "sys.stdout.buffer.write(np.ascontiguousarray(y, dtype=np.float32).tobytes())\n"
-    ) % str(__import__("pathlib").Path(__file__).parent)
+    ) % (str(__import__("pathlib").Path(__file__).parent), oc)
     outs = []
     for off in (False, True):
         env = {k: v for k, v in os.environ.items() if k != "XK_NO_DIRECT_BCONV"}
@@ -355,5 +369,5 @@ def test_bconv2d_direct_path_equals_im2col_float():
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
         assert r.returncode == 0, r.stderr.decode()[-2000:]
         outs.append(np.frombuffer(r.stdout, dtype=np.float32))
-    assert outs[0].size == 2 * 9 * 7 * 24 and np.isfinite(outs[0]).all()
+    assert outs[0].size == 2 * 9 * 7 * oc and np.isfinite(outs[0]).all()
     np.testing.assert_array_equal(outs[0], outs[1])
