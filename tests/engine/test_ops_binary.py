@@ -121,7 +121,7 @@ def test_bconv2d_pad_values_differ():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("c,oc", [(65, 70), (32, 70), (64, 13), (128, 64), (96, 3)])
+@pytest.mark.parametrize("c,oc", [(65, 70), (32, 70), (64, 13), (128, 64), (96, 3), (64, 128), (256, 64)])
 def test_bconv2d_bits_output(isa, c, oc):
     rng = np.random.default_rng(1)
     n, h, w = 3, 7, 5

@@ -210,14 +210,15 @@ def test_conv_tasks_any_threads_and_slots():
     shape = conv_shape(2, 23, 19, 8, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
     wt = rng.normal(size=(40, 3, 3, 8)).astype(np.float32)
     wq = rng.integers(-128, 128, size=(40, 3, 3, 8)).astype(np.int8)
-    bshapes = {c: conv_shape(2, 17, 13, c, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1) for c in (64, 256)}  # direct, im2col
-    bx = {c: ops.binarize(rng.normal(size=(2 * 17 * 13, c)).astype(np.float32), None, None) for c in bshapes}
-    bw = {c: pack_pm1(np.where(rng.random((24, 9 * c)) < 0.5, -1.0, 1.0)) for c in bshapes}
+    # binary: direct XOR kernel, direct table-lookup kernel, im2col
+    bshapes = {(c, oc): conv_shape(2, 17, 13, c, oc, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1) for c, oc in ((64, 24), (64, 64), (288, 24))}
+    bx = {k: ops.binarize(rng.normal(size=(2 * 17 * 13, k[0])).astype(np.float32), None, None) for k in bshapes}
+    bw = {k: pack_pm1(np.where(rng.random((k[1], 9 * k[0])) < 0.5, -1.0, 1.0)) for k in bshapes}
 
     def run_all(nslots):
         out = [ops.conv2d(shape, wt, x, {"kind": "float"}, nslots),
                ops.qconv2d(shape, wq, x, 0.02, 3, {"kind": "int32"}, nslots)]
-        out += [ops.bconv2d(bshapes[c], 1, bw[c], c, bx[c], {"kind": "int32"}) for c in bshapes]
+        out += [ops.bconv2d(bshapes[k], 1, bw[k], k[0], bx[k], {"kind": "int32"}) for k in bshapes]
         return out
 
     prev = _core.get_num_threads()
