@@ -211,7 +211,8 @@ def test_conv_tasks_any_threads_and_slots():
     wt = rng.normal(size=(40, 3, 3, 8)).astype(np.float32)
     wq = rng.integers(-128, 128, size=(40, 3, 3, 8)).astype(np.int8)
     # binary: direct XOR kernel, direct table-lookup kernel, im2col
-    bshapes = {(c, oc): conv_shape(2, 17, 13, c, oc, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1) for c, oc in ((64, 24), (64, 64), (288, 24))}
+    bshapes = {(c, oc): conv_shape(2, 17, 13, c, oc, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
+               for c, oc in ((64, 24), (64, 64), (288, 24))}
     bx = {k: ops.binarize(rng.normal(size=(2 * 17 * 13, k[0])).astype(np.float32), None, None) for k in bshapes}
     bw = {k: pack_pm1(np.where(rng.random((k[1], 9 * k[0])) < 0.5, -1.0, 1.0)) for k in bshapes}
 
