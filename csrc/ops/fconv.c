@@ -99,17 +99,69 @@ typedef struct fjob {
   size_t hp, wp;
 } fjob;
 
+#ifdef XK_HAVE_AVX2
+/* The output stage of columns [col, col + NR) as the AVX2 micro-kernels apply it before their
+ * store (fgemm.h xk_fstage): float output with no activation or ReLU; 0 for other stages. */
+static int fused_stage(const xk_output *o, size_t col, xk_fstage *st) {
+  if (o->kind != XK_OUT_FLOAT || (o->act.kind != XK_ACT_NONE && o->act.kind != XK_ACT_RELU)) return 0;
+  st->sc = o->scale ? o->scale + col : NULL;
+  st->bi = o->bias ? o->bias + col : NULL;
+  st->ps = o->post_scale ? o->post_scale + col : NULL;
+  st->pb = o->post_bias ? o->post_bias + col : NULL;
+  st->relu = o->act.kind == XK_ACT_RELU;
+  return 1;
+}
+
+/* AVX2, one row of A: the columns [col0, col0 + ncols) (whole NR blocks of the panel, zero past
+ * n) into y, 4 blocks per call; with the stage when `stage` (columns col0.. of the output). */
+static void gemv_row(const fjob *j, const float *a, size_t col0, size_t ncols, float *y, int stage) {
+  const size_t nr = j->d->nr;
+  for (size_t c = 0; c < ncols; c += 4 * nr) {
+    const size_t nblk = xk_div_up(ncols - c < 4 * nr ? ncols - c : 4 * nr, nr);
+    xk_fstage st[4];
+    for (size_t b = 0; stage && b < nblk; b++) fused_stage(j->o, col0 + c + b * nr, &st[b]);
+    xk_fgemv_ukernel_avx2(j->k, a, j->panel + ((col0 + c) / nr) * j->k * nr, nblk, y + c, stage ? st : NULL);
+  }
+}
+#endif
+
 /* rows [r0, r0 + rows) of the output; their A rows start at a (stride lda); groups g0, g0+gs.. */
 static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size_t rows, size_t g0, size_t gs) {
   const xk_fgemm_desc *d = j->d;
   float q[XK_FGEMM_MAX_MR][GROUP];
+#ifdef XK_HAVE_AVX2
+  xk_fstage st0;
+  const int avx2 = d == &xk_fgemm_avx2, fuse = avx2 && fused_stage(j->o, 0, &st0);
+#endif
   for (size_t g = g0; g < j->ngroups; g += gs) {
     size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     /* float output, whole NR blocks: the micro-kernel writes the output rows in place and the
-     * output stage runs once over the mr rows */
+     * output stage runs once over the mr rows (AVX2: inside the micro-kernel, before the store) */
     const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % d->nr == 0;
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
+#ifdef XK_HAVE_AVX2
+      if (avx2 && in_place) {
+        float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
+        if (mr == 1) {
+          gemv_row(j, a + i * lda, col0, ncols, y, fuse);
+        } else {
+          for (size_t c = 0; c < ncols; c += d->nr) {
+            xk_fstage st;
+            if (fuse) fused_stage(j->o, col0 + c, &st);
+            xk_fgemm_ukernel_stage_avx2(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr,
+                                        y + c, j->ldc, fuse ? &st : NULL);
+          }
+        }
+        if (!fuse) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
+        continue;
+      }
+      if (avx2 && mr == 1) { /* a partial last block: the row into q, then the stage */
+        gemv_row(j, a + i * lda, col0, ncols, q[0], 0);
+        xk_output_store_f32(j->o, q[0], col0, ncols, j->c, j->ldc, r0 + i);
+        continue;
+      }
+#endif
       if (in_place) {
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
         for (size_t c = 0; c < ncols; c += d->nr)
@@ -214,18 +266,23 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
   for (size_t g = 0; g < j->ngroups; g++) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % nr == 0;
+    xk_fstage st;
+    const int fuse = in_place && fused_stage(j->o, 0, &st);
     for (size_t i = 0; i < rows; i += XK_CONV_MR) {
       const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
       const float *const *x = px + i;
-      if (in_place) {
+      if (in_place) { /* the stage in the micro-kernel when it can, else one pass over the rows */
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
-        for (size_t cc = 0; cc < ncols; cc += nr)
-          xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, y + cc, j->ldc);
-        xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
+        for (size_t cc = 0; cc < ncols; cc += nr) {
+          if (fuse) fused_stage(j->o, col0 + cc, &st);
+          xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, y + cc, j->ldc,
+                                fuse ? &st : NULL);
+        }
+        if (!fuse) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
         continue;
       }
       for (size_t cc = 0; cc < ncols; cc += nr)
-        xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP);
+        xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP, NULL);
       for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
     }
   }

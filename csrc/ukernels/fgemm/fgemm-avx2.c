@@ -12,8 +12,32 @@
  * the zero-padded input image at x[i], the reduction walked as kh x kw segments of `len`
  * contiguous values. The GEMM micro-kernel below is this kernel with one segment, so a direct
  * convolution is bit-identical to the GEMM on its im2col tile. */
+/* The output stage of st on the two accumulator vectors of one row (columns 0..7, 8..15). */
+static inline void stage2(const xk_fstage *st, __m256 *v0, __m256 *v1) {
+  if (st->sc) {
+    *v0 = _mm256_mul_ps(_mm256_loadu_ps(st->sc), *v0);
+    *v1 = _mm256_mul_ps(_mm256_loadu_ps(st->sc + 8), *v1);
+  }
+  if (st->bi) {
+    *v0 = _mm256_add_ps(*v0, _mm256_loadu_ps(st->bi));
+    *v1 = _mm256_add_ps(*v1, _mm256_loadu_ps(st->bi + 8));
+  }
+  if (st->relu) { /* max(v, +0): NaN and -0 -> +0, as v > 0 ? v : 0 */
+    *v0 = _mm256_max_ps(*v0, _mm256_setzero_ps());
+    *v1 = _mm256_max_ps(*v1, _mm256_setzero_ps());
+  }
+  if (st->ps) {
+    *v0 = _mm256_mul_ps(*v0, _mm256_loadu_ps(st->ps));
+    *v1 = _mm256_mul_ps(*v1, _mm256_loadu_ps(st->ps + 8));
+  }
+  if (st->pb) {
+    *v0 = _mm256_add_ps(*v0, _mm256_loadu_ps(st->pb));
+    *v1 = _mm256_add_ps(*v1, _mm256_loadu_ps(st->pb + 8));
+  }
+}
+
 void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, float *c,
-                           size_t ldc) {
+                           size_t ldc, const xk_fstage *st) {
   const float *x0 = x[0], *x1 = x[mr > 1 ? 1 : 0], *x2 = x[mr > 2 ? 2 : mr - 1], *x3 = x[mr > 3 ? 3 : mr - 1];
   const float *x4 = x[mr > 4 ? 4 : mr - 1], *x5 = x[mr > 5 ? 5 : mr - 1];
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -34,6 +58,14 @@ void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs 
         v = _mm256_broadcast_ss(a5 + p); c50 = _mm256_fmadd_ps(v, b0, c50); c51 = _mm256_fmadd_ps(v, b1, c51);
       }
     }
+  if (st) { /* rows >= mr repeat row mr - 1 and are not stored */
+    stage2(st, &c00, &c01);
+    if (mr > 1) stage2(st, &c10, &c11);
+    if (mr > 2) stage2(st, &c20, &c21);
+    if (mr > 3) stage2(st, &c30, &c31);
+    if (mr > 4) stage2(st, &c40, &c41);
+    if (mr > 5) stage2(st, &c50, &c51);
+  }
   _mm256_storeu_ps(c, c00); _mm256_storeu_ps(c + 8, c01);
   if (mr > 1) { _mm256_storeu_ps(c + ldc, c10); _mm256_storeu_ps(c + ldc + 8, c11); }
   if (mr > 2) { _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21); }
@@ -44,11 +76,61 @@ void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs 
 
 /* The GEMM micro-kernel: the convolution kernel above with one segment of k values per row
  * (row i of A at a + i * lda), so both run the same 6 x 16 FMA tile in the same order. */
-static void ukernel(size_t mr, size_t k, const float *a, size_t lda, const float *b, float *c, size_t ldc) {
+void xk_fgemm_ukernel_stage_avx2(size_t mr, size_t k, const float *a, size_t lda, const float *b, float *c,
+                                 size_t ldc, const xk_fstage *st) {
   const float *x[XK_CONV_MR];
   for (size_t i = 0; i < mr; i++) x[i] = a + i * lda; /* the kernel reads rows < mr only */
   const xk_conv_segs one = {1, 1, k, 0, 0};
-  xk_fconv_ukernel_avx2(mr, x, &one, b, c, ldc);
+  xk_fconv_ukernel_avx2(mr, x, &one, b, c, ldc, st);
+}
+
+static void ukernel(size_t mr, size_t k, const float *a, size_t lda, const float *b, float *c, size_t ldc) {
+  xk_fgemm_ukernel_stage_avx2(mr, k, a, lda, b, c, ldc, NULL);
+}
+
+/* One row against NB <= 4 column blocks: 2 * NB accumulators, each column's sum in k order with
+ * one FMA per step, as in the 6 x 16 tile. */
+static inline __attribute__((always_inline)) void gemv_blocks(const int NB, size_t k, const float *a, const float *b,
+                                                              float *c, const xk_fstage *st) {
+  const size_t bs = k * NR;
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+  const float *b0 = b, *b1 = b + (NB > 1 ? bs : 0), *b2 = b + (NB > 2 ? 2 * bs : 0), *b3 = b + (NB > 3 ? 3 * bs : 0);
+  for (size_t p = 0; p < k; p++, b0 += NR, b1 += NR, b2 += NR, b3 += NR) {
+    const __m256 v = _mm256_broadcast_ss(a + p);
+    s0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b0), s0);
+    s1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b0 + 8), s1);
+    if (NB > 1) {
+      s2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b1), s2);
+      s3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b1 + 8), s3);
+    }
+    if (NB > 2) {
+      s4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b2), s4);
+      s5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b2 + 8), s5);
+    }
+    if (NB > 3) {
+      s6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b3), s6);
+      s7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b3 + 8), s7);
+    }
+  }
+  if (st) {
+    stage2(&st[0], &s0, &s1);
+    if (NB > 1) stage2(&st[1], &s2, &s3);
+    if (NB > 2) stage2(&st[2], &s4, &s5);
+    if (NB > 3) stage2(&st[3], &s6, &s7);
+  }
+  _mm256_storeu_ps(c, s0); _mm256_storeu_ps(c + 8, s1);
+  if (NB > 1) { _mm256_storeu_ps(c + 16, s2); _mm256_storeu_ps(c + 24, s3); }
+  if (NB > 2) { _mm256_storeu_ps(c + 32, s4); _mm256_storeu_ps(c + 40, s5); }
+  if (NB > 3) { _mm256_storeu_ps(c + 48, s6); _mm256_storeu_ps(c + 56, s7); }
+}
+
+void xk_fgemv_ukernel_avx2(size_t k, const float *a, const float *b, size_t nblk, float *c, const xk_fstage *st) {
+  switch (nblk) {
+    case 1: gemv_blocks(1, k, a, b, c, st); break;
+    case 2: gemv_blocks(2, k, a, b, c, st); break;
+    case 3: gemv_blocks(3, k, a, b, c, st); break;
+    default: gemv_blocks(4, k, a, b, c, st); break;
+  }
 }
 
 const xk_fgemm_desc xk_fgemm_avx2 = {XK_ISA_AVX2, MR, NR, ukernel};

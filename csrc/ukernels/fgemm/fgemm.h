@@ -89,9 +89,28 @@ typedef struct xk_conv_segs {
   size_t ystride, xstride; /* in input elements */
 } xk_conv_segs;
 #define XK_CONV_MR 6
+
+/* A float output stage applied by the AVX2 float micro-kernels to their accumulators before the
+ * store: y = pb + ps * relu(bi + sc * acc), each part optional (NULL pointer, relu 0), pointers
+ * at the first of the block's NR columns. The operations and roundings of xk_stage_loop
+ * (ops_internal.h): one rounding per operation, no fused multiply-add, relu as v > 0 ? v : 0. */
+typedef struct xk_fstage {
+  const float *sc, *bi, *ps, *pb;
+  int relu;
+} xk_fstage;
+
 #ifdef XK_HAVE_AVX2
+/* st: NULL stores the plain sums; else the stage above applied first. */
 void xk_fconv_ukernel_avx2(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, float *c,
-                           size_t ldc);
+                           size_t ldc, const xk_fstage *st);
+/* The fgemm micro-kernel (MR 6, NR 16) with the stage above applied before the store. */
+void xk_fgemm_ukernel_stage_avx2(size_t mr, size_t k, const float *a, size_t lda, const float *b, float *c,
+                                 size_t ldc, const xk_fstage *st);
+/* One row of A (batch-1 dense layers and the last row of a tile) against nblk <= 4 NR-column
+ * blocks of the panel (block i at b + i * k * NR): c[j] for j < nblk * NR, each column summed in
+ * the order of the 6 x 16 micro-kernel (bit-identical to it), then the stage of each block
+ * (st[i], or none when st is NULL). Four blocks: 8 independent FMA chains. */
+void xk_fgemv_ukernel_avx2(size_t k, const float *a, const float *b, size_t nblk, float *c, const xk_fstage *st);
 void xk_qconv_ukernel_avx2(size_t mr, const int16_t *const *x, const xk_conv_segs *t, const int16_t *b, int32_t *c,
                            size_t ldc);
 #endif
