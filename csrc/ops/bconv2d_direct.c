@@ -404,34 +404,134 @@ __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tkernel_counts(cons
   }
 }
 
-/* MR pixels x 64 channels [col0, col0 + 64): popcounts, then the output stage (8 channels at a
- * time in registers for the fast float stages, else per pixel and 8 channels). */
-__attribute__((target("avx2"), noinline)) static void tkernel_run(size_t mr, const dgeom *g, const uint8_t *const *ap,
-                                                                   const uint8_t *w, size_t row0, size_t oy, size_t ox,
-                                                                   size_t col0) {
+/* The pixels of one table-kernel call: up to 4 output pixels, consecutive in the output (flat
+ * index row0 + i, possibly across the end of an output row). */
+typedef struct tpix {
+  const uint8_t *ap[DMR]; /* split input at each pixel's window */
+  size_t oy[DMR], ox[DMR];
+  size_t row0;            /* flat output row of pixel 0 */
+} tpix;
+
+/* The float stages of mr pixels x 64 channels from their counts (pixels of a group: missing
+ * ones repeat the last and are not stored): per value the operations of fast_float8 /
+ * xk_float_row, with the per-pixel pointers (correction row, residual, output) set up once per
+ * call instead of once per 8 channels. */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tstage_float(const xk_bdirect_job *j, const fstage *f,
+                                                                          size_t mr, const tpix *px, size_t col0,
+                                                                          uint16_t cnt[DMR][TCOLS]) {
+  const size_t oc = j->s->oc, ldc = j->ldc;
+  const size_t i1 = mr > 1 ? 1 : 0, i2 = mr > 2 ? 2 : i1, i3 = mr > 3 ? 3 : i2;
+  const int32_t *b0 = NULL, *b1 = NULL, *b2 = NULL, *b3 = NULL;
+  if (j->base) {
+#define BROW(i) (j->base + ((size_t)j->ycls[px->oy[i]] * j->nxc + j->xcls[px->ox[i]]) * oc + col0)
+    b0 = BROW(0), b1 = BROW(i1), b2 = BROW(i2), b3 = BROW(i3);
+#undef BROW
+  }
+  const __m256i kf = _mm256_set1_epi32(j->kfull);
+  float *y0 = (float *)j->out + px->row0 * ldc + col0;
+  const float *res = j->o->residual ? j->o->residual + px->row0 * ldc + col0 : NULL;
+  const uint16_t *n0 = cnt[0], *n1 = cnt[i1], *n2 = cnt[i2], *n3 = cnt[i3];
+  for (size_t c = 0; c < TCOLS; c += 8) {
+#define K32(n) _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)((n) + c))), 1)
+    const __m256i k0 = K32(n0), k1 = K32(n1), k2 = K32(n2), k3 = K32(n3);
+#undef K32
+    __m256 v0, v1, v2, v3;
+    if (b0) {
+      v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b0 + c)), k0));
+      v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b1 + c)), k1));
+      v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b2 + c)), k2));
+      v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b3 + c)), k3));
+    } else {
+      v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k0));
+      v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k1));
+      v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k2));
+      v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k3));
+    }
+    if (f->sc) {
+      const __m256 sc = _mm256_loadu_ps(f->sc + col0 + c);
+      v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
+    }
+    if (f->bi) {
+      const __m256 bi = _mm256_loadu_ps(f->bi + col0 + c);
+      v0 = _mm256_add_ps(v0, bi), v1 = _mm256_add_ps(v1, bi), v2 = _mm256_add_ps(v2, bi), v3 = _mm256_add_ps(v3, bi);
+    }
+    if (f->relu) { /* -0 and NaN -> +0, as v > 0 ? v : 0 */
+      const __m256 z = _mm256_setzero_ps();
+      v0 = _mm256_max_ps(v0, z), v1 = _mm256_max_ps(v1, z), v2 = _mm256_max_ps(v2, z), v3 = _mm256_max_ps(v3, z);
+    }
+    if (f->ps) {
+      const __m256 ps = _mm256_loadu_ps(f->ps + col0 + c);
+      v0 = _mm256_mul_ps(v0, ps), v1 = _mm256_mul_ps(v1, ps), v2 = _mm256_mul_ps(v2, ps), v3 = _mm256_mul_ps(v3, ps);
+    }
+    if (f->pb) {
+      const __m256 pb = _mm256_loadu_ps(f->pb + col0 + c);
+      v0 = _mm256_add_ps(v0, pb), v1 = _mm256_add_ps(v1, pb), v2 = _mm256_add_ps(v2, pb), v3 = _mm256_add_ps(v3, pb);
+    }
+    if (res) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res + c));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res + i1 * ldc + c));
+      v2 = _mm256_add_ps(v2, _mm256_loadu_ps(res + i2 * ldc + c));
+      v3 = _mm256_add_ps(v3, _mm256_loadu_ps(res + i3 * ldc + c));
+    }
+    _mm256_storeu_ps(y0 + c, v0);
+    if (mr > 1) _mm256_storeu_ps(y0 + ldc + c, v1);
+    if (mr > 2) _mm256_storeu_ps(y0 + 2 * ldc + c, v2);
+    if (mr > 3) _mm256_storeu_ps(y0 + 3 * ldc + c, v3);
+  }
+}
+
+/* mr pixels x 64 channels [col0, col0 + 64): popcounts, then the output stage (the float stages
+ * in registers, else per pixel and 8 channels). */
+__attribute__((target("avx2"), noinline)) static void tkernel_run(size_t mr, const dgeom *g, const tpix *px,
+                                                                   const uint8_t *w, size_t col0) {
   uint16_t cnt[DMR][TCOLS] __attribute__((aligned(32)));
   switch (mr) {
-    case 1: tkernel_counts(1, g, ap, w, cnt); break;
-    case 2: tkernel_counts(2, g, ap, w, cnt); break;
-    case 3: tkernel_counts(3, g, ap, w, cnt); break;
-    default: tkernel_counts(4, g, ap, w, cnt); break;
+    case 1: tkernel_counts(1, g, px->ap, w, cnt); break;
+    case 2: tkernel_counts(2, g, px->ap, w, cnt); break;
+    case 3: tkernel_counts(3, g, px->ap, w, cnt); break;
+    default: tkernel_counts(4, g, px->ap, w, cnt); break;
   }
   const xk_bdirect_job *j = g->j;
   if (g->fs.on) {
-    for (size_t c = 0; c < TCOLS; c += 8) {
-#define K32(r) _mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(cnt[r] + c)))
-      const __m256i k0 = K32(0), k1 = mr > 1 ? K32(1) : k0, k2 = mr > 2 ? K32(2) : k1, k3 = mr > 3 ? K32(3) : k2;
-#undef K32
-      fast_float8(j, &g->fs, row0, oy, ox, mr, col0 + c, k0, k1, k2, k3);
-    }
+    tstage_float(j, &g->fs, mr, px, col0, cnt);
     return;
   }
   for (size_t i = 0; i < mr; i++)
     for (size_t c = 0; c < TCOLS; c += DCOLS) {
       int32_t c32[DCOLS];
       for (size_t k = 0; k < DCOLS; k++) c32[k] = cnt[i][c + k];
-      depilogue(j, row0 + i, oy, ox + i, col0 + c, DCOLS, c32);
+      depilogue(j, px->row0 + i, px->oy[i], px->ox[i], col0 + c, DCOLS, c32);
     }
+}
+
+/* The table kernel over the output pixels of rows [r0, r1) (row = image x output row), taken
+ * 4 at a time in output order across the ends of rows, so a row whose width is not a multiple
+ * of 4 leaves no 1- to 3-pixel call (only the task's last group may be short). */
+__attribute__((target("avx2"))) static void table_rows(const dgeom *g, size_t r0, size_t r1, const uint8_t *w,
+                                                        size_t col0) {
+  const xk_bdirect_job *j = g->j;
+  const xk_conv_shape *s = j->s;
+  const size_t ow = j->ow, p1 = r1 * ow;
+  size_t r = r0, ox = 0; /* the pixel after the last group */
+  for (size_t p = r0 * ow; p < p1; p += DMR) {
+    const size_t mr = p1 - p < DMR ? p1 - p : DMR;
+    tpix px;
+    px.row0 = p;
+    for (size_t i = 0; i < DMR; i++) {
+      if (i < mr) {
+        const size_t b = r / j->oh, oy = r % j->oh;
+        px.oy[i] = oy;
+        px.ox[i] = ox;
+        px.ap[i] = j->ws + ((b * g->hp + oy * s->stride_h) * g->wp + ox * s->stride_w) * g->pix;
+        if (++ox == ow) ox = 0, r++;
+      } else { /* a missing pixel reads pixel 0's window (its counts are not stored) */
+        px.oy[i] = px.oy[0];
+        px.ox[i] = px.ox[0];
+        px.ap[i] = px.ap[0];
+      }
+    }
+    tkernel_run(mr, g, &px, w, col0);
+  }
 }
 
 __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
@@ -449,6 +549,10 @@ __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
     const size_t nc = s->oc - col0 < cols ? s->oc - col0 : cols;
     const uint8_t *w = g->table ? j->panel + col0 / TCOLS * g->steps * 8 * 64
                                 : j->panel + (col0 / XK_BDIRECT_BLOCK) * wblk;
+    if (g->table) {
+      table_rows(g, t * g->rows_per_task, r1, w, col0);
+      continue;
+    }
     for (size_t r = t * g->rows_per_task; r < r1; r++) {
       const size_t b = r / j->oh, oy = r % j->oh;
       const uint8_t *rowbase = j->ws + (b * g->hp + oy * s->stride_h) * g->wp * g->pix;
@@ -456,10 +560,6 @@ __attribute__((target("avx2"))) static void conv_task(void *ctx, size_t t) {
         const size_t mr = j->ow - ox < DMR ? j->ow - ox : DMR;
         const uint8_t *ap[DMR];
         for (size_t i = 0; i < DMR; i++) ap[i] = rowbase + (ox + (i < mr ? i : 0)) * s->stride_w * g->pix;
-        if (g->table) {
-          tkernel_run(mr, g, ap, w, r * j->ow + ox, oy, ox, col0);
-          continue;
-        }
         if (g->fs.on && nc == DCOLS) { /* a whole block of 8 channels, in registers */
           dkernel_float8(mr, g, ap, w, r * j->ow + ox, oy, ox, col0);
           continue;
