@@ -371,3 +371,30 @@ def test_bconv2d_direct_path_equals_im2col_float(oc):
         outs.append(np.frombuffer(r.stdout, dtype=np.float32))
     assert outs[0].size == 2 * 9 * 7 * oc and np.isfinite(outs[0]).all()
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("c", [64, 128, 256, 512])
+@pytest.mark.parametrize("pattern", ["all_differ", "all_agree", "random"])
+def test_bconv2d_table_kernel_counter_runs_exact(c, pattern):
+    """The table kernel's byte counters take at most 4 per step and are widened after at most
+    63 steps: with every input bit opposite to its weight bit (or every bit equal, for the
+    complement) each step adds 4 to every counter, so a run one step longer would wrap a byte.
+    Exact int32 sums and float outputs, on a width leaving 3 pixels per row (groups across
+    row ends)."""
+    rng = np.random.default_rng(c)
+    n, h, w, oc = 2, 5, 7, 64
+    if pattern == "random":
+        x = rand_pm1(rng, (n, h, w, c))
+        wt = rand_pm1(rng, (oc, 3, 3, c))
+    else:
+        x = -np.ones((n, h, w, c), np.float32)
+        wt = np.ones((oc, 3, 3, c), np.float32) * (1 if pattern == "all_differ" else -1)
+    shape = conv_shape(n, h, w, c, oc, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
+    xbits, wbits = pack_pm1(x.reshape(-1, c)), pack_pm1(wt.reshape(oc, -1))
+    for pad_value in (0, 1, -1):
+        ref = conv_ref(x, wt, (1, 1), (1, 1, 1, 1), (1, 1), pad_value).reshape(-1, oc)
+        res = ops.bconv2d(shape, pad_value, wbits, c, xbits, {"kind": "int32"})
+        np.testing.assert_array_equal(res.reshape(ref.shape), ref.astype(np.int32))
+        scale = rng.normal(size=oc).astype(np.float32)
+        yf = ops.bconv2d(shape, pad_value, wbits, c, xbits, {"kind": "float", "scale": scale})
+        np.testing.assert_array_equal(yf.reshape(ref.shape), scale * ref.astype(np.float32))
