@@ -512,18 +512,26 @@ __attribute__((target("avx2"))) static void table_rows(const dgeom *g, size_t r0
   const xk_bdirect_job *j = g->j;
   const xk_conv_shape *s = j->s;
   const size_t ow = j->ow, p1 = r1 * ow;
-  size_t r = r0, ox = 0; /* the pixel after the last group */
+  size_t oy = r0 % j->oh, ox = 0; /* the pixel after the last group */
+  const uint8_t *row = j->ws + ((r0 / j->oh) * g->hp + oy * s->stride_h) * g->wp * g->pix; /* its input row */
+  const size_t xstep = s->stride_w * g->pix, ystep = s->stride_h * g->wp * g->pix;
+  /* from the last output row of an image to the first of the next (may be < ystep, or negative
+   * in the unusual case stride_h > the dilated kernel height) */
+  const ptrdiff_t istep = (ptrdiff_t)(g->hp * g->wp * g->pix) - (ptrdiff_t)((j->oh - 1) * ystep);
   for (size_t p = r0 * ow; p < p1; p += DMR) {
     const size_t mr = p1 - p < DMR ? p1 - p : DMR;
     tpix px;
     px.row0 = p;
     for (size_t i = 0; i < DMR; i++) {
       if (i < mr) {
-        const size_t b = r / j->oh, oy = r % j->oh;
         px.oy[i] = oy;
         px.ox[i] = ox;
-        px.ap[i] = j->ws + ((b * g->hp + oy * s->stride_h) * g->wp + ox * s->stride_w) * g->pix;
-        if (++ox == ow) ox = 0, r++;
+        px.ap[i] = row + ox * xstep;
+        if (++ox == ow) {
+          ox = 0;
+          if (++oy == j->oh) oy = 0, row += istep;
+          else row += ystep;
+        }
       } else { /* a missing pixel reads pixel 0's window (its counts are not stored) */
         px.oy[i] = px.oy[0];
         px.ox[i] = px.ox[0];

@@ -398,3 +398,18 @@ def test_bconv2d_table_kernel_counter_runs_exact(c, pattern):
         scale = rng.normal(size=oc).astype(np.float32)
         yf = ops.bconv2d(shape, pad_value, wbits, c, xbits, {"kind": "float", "scale": scale})
         np.testing.assert_array_equal(yf.reshape(ref.shape), scale * ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("case", [
+    (3, 7, 5, 64, 64, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1)),  # stride > kernel: rows skipped between images
+    (2, 9, 6, 128, 128, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (2, 5, 5, 32, 64, 2, 2, (3, 3), (1, 0, 0, 1), (1, 1)),
+    (3, 4, 3, 96, 64, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+])
+def test_bconv2d_table_kernel_groups_across_rows_and_images(case):
+    """The table kernel takes output pixels 4 at a time in output order, across the ends of
+    rows and images (widths 3, 5, 6 leave 1-3 pixels per row): exact against the reference."""
+    n, h, w, c, oc, kh, kw, stride, pads, dil = case
+    for pad_value in (0, -1):
+        ref, res = run_bconv(np.random.default_rng(n * h + c), n, h, w, c, oc, kh, kw, stride, pads, dil, pad_value)
+        np.testing.assert_array_equal(res.reshape(ref.shape), ref.astype(np.int32))
