@@ -601,7 +601,7 @@ xk_status xk_bconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   if (st != XK_OK) return st;
   if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
   if (((uintptr_t)in) % 8) return xk_fail(XK_ERR_ARGUMENT, "%s: input must be 8-byte aligned", op);
-  if ((st = xk_output_check(o, s->oc, ldc, 1, op)) != XK_OK) return st;
+  if ((st = xk_output_check(o, s->oc, ldc, XK_CHECK_BINARY_ACC | XK_CHECK_RESIDUAL, op)) != XK_OK) return st;
   size_t need = xk_bconv2d_workspace_size(s), m = s->n * L.oh * L.ow;
   if (ws_size < need || (need && !ws))
     return xk_fail(XK_ERR_MEMORY, "%s: workspace %zu bytes < %zu needed", op, ws_size, need);
@@ -698,7 +698,7 @@ xk_status xk_bdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
   if (st != XK_OK) return st;
   if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
   if (((uintptr_t)in) % 8) return xk_fail(XK_ERR_ARGUMENT, "%s: input must be 8-byte aligned", op);
-  if ((st = xk_output_check(o, n_out, ldc, 1, op)) != XK_OK) return st;
+  if ((st = xk_output_check(o, n_out, ldc, XK_CHECK_BINARY_ACC | XK_CHECK_RESIDUAL, op)) != XK_OK) return st;
   bjob j;
   memset(&j, 0, sizeof j);
   j.d = L.d;

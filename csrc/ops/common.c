@@ -49,7 +49,8 @@ xk_status xk_act_check(const xk_act_params *a, size_t c, const char *op) {
   return XK_OK;
 }
 
-xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op) {
+xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int flags, const char *op) {
+  const int binary_acc = flags & XK_CHECK_BINARY_ACC;
   if (!o) return xk_fail(XK_ERR_ARGUMENT, "%s: null output stage", op);
   switch (o->kind) {
     case XK_OUT_INT32:
@@ -64,8 +65,9 @@ xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_a
       break;
     default: return xk_fail(XK_ERR_ARGUMENT, "%s: unknown output kind %d", op, (int)o->kind);
   }
-  if (o->residual && (o->kind != XK_OUT_FLOAT || !binary_acc))
-    return xk_fail(XK_ERR_ARGUMENT, "%s: a residual input needs float output of a binary conv / dense op", op);
+  if (o->residual && (o->kind != XK_OUT_FLOAT || !(flags & XK_CHECK_RESIDUAL)))
+    return xk_fail(XK_ERR_ARGUMENT,
+                   "%s: a residual input needs float output of a binary conv / dense or a float conv2d op", op);
   return xk_act_check(&o->act, n, op);
 }
 

@@ -125,6 +125,20 @@ static void gemv_row(const fjob *j, const float *a, size_t col0, size_t ncols, f
 }
 #endif
 
+/* A fused residual add (xk_output.residual, conv2d only): rows [row0, row0 + mr) of the output,
+ * columns [col0, col0 + ncols), y = stage(q) + residual, the stage applied here unless `staged`.
+ * The tile is complete in q before the output is written, so the output may be the residual
+ * itself (the add in place). The same float addition as the separate add op. */
+static void store_residual_rows(const fjob *j, float q[][GROUP], size_t mr, size_t row0, size_t col0, size_t ncols,
+                                int staged) {
+  for (size_t r = 0; r < mr; r++) {
+    if (!staged) xk_output_apply(j->o, q[r], col0, ncols);
+    const float *res = j->o->residual + (row0 + r) * j->ldc + col0;
+    float *y = (float *)j->c + (row0 + r) * j->ldc + col0;
+    for (size_t c = 0; c < ncols; c++) y[c] = q[r][c] + res[c];
+  }
+}
+
 /* rows [r0, r0 + rows) of the output; their A rows start at a (stride lda); groups g0, g0+gs.. */
 static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size_t rows, size_t g0, size_t gs) {
   const xk_fgemm_desc *d = j->d;
@@ -137,10 +151,24 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
     size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     /* float output, whole NR blocks: the micro-kernel writes the output rows in place and the
      * output stage runs once over the mr rows (AVX2: inside the micro-kernel, before the store) */
-    const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % d->nr == 0;
+    const int in_place = j->o->kind == XK_OUT_FLOAT && !j->o->residual && ncols % d->nr == 0;
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
 #ifdef XK_HAVE_AVX2
+      if (avx2 && j->o->residual) { /* the tile (staged when it can be) into q, then + residual */
+        if (mr == 1) {
+          gemv_row(j, a + i * lda, col0, ncols, q[0], fuse);
+        } else {
+          for (size_t c = 0; c < ncols; c += d->nr) {
+            xk_fstage st;
+            if (fuse) fused_stage(j->o, col0 + c, &st);
+            xk_fgemm_ukernel_stage_avx2(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr,
+                                        &q[0][c], GROUP, fuse ? &st : NULL);
+          }
+        }
+        store_residual_rows(j, q, mr, r0 + i, col0, ncols, fuse);
+        continue;
+      }
       if (avx2 && in_place) {
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
         if (mr == 1) {
@@ -171,6 +199,10 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
       }
       for (size_t c = 0; c < ncols; c += d->nr)
         d->ukernel(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr, &q[0][c], GROUP);
+      if (j->o->residual) {
+        store_residual_rows(j, q, mr, r0 + i, col0, ncols, 0);
+        continue;
+      }
       for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
     }
   }
@@ -265,7 +297,7 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
   float q[XK_CONV_MR][GROUP];
   for (size_t g = 0; g < j->ngroups; g++) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
-    const int in_place = j->o->kind == XK_OUT_FLOAT && ncols % nr == 0;
+    const int in_place = j->o->kind == XK_OUT_FLOAT && !j->o->residual && ncols % nr == 0;
     xk_fstage st;
     const int fuse = in_place && fused_stage(j->o, 0, &st);
     for (size_t i = 0; i < rows; i += XK_CONV_MR) {
@@ -283,6 +315,10 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
       }
       for (size_t cc = 0; cc < ncols; cc += nr)
         xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP, NULL);
+      if (j->o->residual) {
+        store_residual_rows(j, q, mr, r0 + i, col0, ncols, 0);
+        continue;
+      }
       for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
     }
   }
@@ -343,7 +379,7 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
   j.k = s->kh * s->kw * s->c;
   if ((st = open_panel(packed, packed_size, s->oc, j.k, &j.d, op)) != XK_OK) return st;
   if (!in || !out) return xk_fail(XK_ERR_ARGUMENT, "%s: null input or output", op);
-  if ((st = xk_output_check(o, s->oc, ldc, 0, op)) != XK_OK) return st;
+  if ((st = xk_output_check(o, s->oc, ldc, XK_CHECK_RESIDUAL, op)) != XK_OK) return st;
   if (o->kind == XK_OUT_INT32) return xk_fail(XK_ERR_ARGUMENT, "%s: int32 output needs an integer op", op);
   j.m = s->n * oh * ow;
   j.n = s->oc;

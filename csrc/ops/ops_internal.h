@@ -124,8 +124,11 @@ static inline uint64_t xk_flip_word(const xk_output *o, size_t col0, size_t ncol
   return flip;
 }
 
-/* Validate an output stage for an op with n output channels. binary_acc: thresholds allowed. */
-xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int binary_acc, const char *op);
+/* Validate an output stage for an op with n output channels. flags: XK_CHECK_BINARY_ACC
+ * (thresholds allowed: a binary op), XK_CHECK_RESIDUAL (the op takes a fused residual input). */
+#define XK_CHECK_BINARY_ACC 1
+#define XK_CHECK_RESIDUAL 2
+xk_status xk_output_check(const xk_output *o, size_t n, size_t ldc, int flags, const char *op);
 
 /* Write one row segment of float accumulators through the output stage.
  * Columns [col0, col0 + ncols) of row `row` of the output (stride ldc). For BITS, col0 must be

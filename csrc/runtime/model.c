@@ -726,10 +726,10 @@ static int overlaps(const xkf_tensor *a, const xkf_tensor *b) {
   return a->offset < b->offset + b->size && b->offset < a->offset + a->size;
 }
 
-/* Load-time fusion: a binary convolution with float output whose only reader is the next op, a
- * residual add without activation, runs as one op: its output stage adds the add's other input
- * and writes the add's output, and the add is skipped (the same float addition: the same
- * results). Allowed when the add's output does not overlap the convolution's input (still read
+/* Load-time fusion: a binary convolution or a float (not int8, not depthwise) convolution with
+ * float output whose only reader is the next op, a residual add without activation, runs as one
+ * op: its output stage adds the add's other input and writes the add's output, and the add is
+ * skipped (the same float addition: the same results). Allowed when the add's output does not overlap the convolution's input (still read
  * while outputs are written), and is either exactly the other input's memory (in place: each
  * element is read, then written) or does not overlap it. last[t]: the last op reading tensor t
  * (1-based; graph outputs: op_count + 1). */
@@ -739,7 +739,8 @@ static void plan_fusion(xk_model *m, const uint32_t *last) {
   if (m->flags & XK_MODEL_NO_FUSION) return;
   for (uint32_t i = 0; i + 1 < nops; i++) {
     rt_op *r = &m->ops[i], *a = &m->ops[i + 1];
-    if (r->kind != XKF_OP_BCONV2D || r->out_bits || r->out.kind != XK_OUT_FLOAT) continue;
+    const int fconv = r->kind == XKF_OP_CONV2D && !r->int8 && !r->depthwise;
+    if ((r->kind != XKF_OP_BCONV2D && !fconv) || r->out_bits || r->out.kind != XK_OUT_FLOAT) continue;
     if (a->kind != XKF_OP_ADD || a->act.kind != XK_ACT_NONE || a->f->num_inputs != 2) continue;
     const int32_t t = r->f->output, *ain = a->f->inputs;
     int32_t x;
@@ -877,6 +878,12 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
         return xk_binarize(rows, s.oc, dst, s.oc, NULL, NULL, out);
       }
       if (r->int8) return xk_qconv2d_run(&s, r->packed, r->packed_size, (const float *)in, r->q, &r->out, out, ldc, m->ws, m->ws_size);
+      if (r->res_in >= 0) { /* fused residual add (plan_fusion): writes the output of the add, the next op */
+        xk_output o = r->out;
+        o.residual = (const float *)tensor_ptr(m, r->res_in, n);
+        return xk_conv2d_run(&s, r->packed, r->packed_size, (const float *)in, &o, tensor_ptr(m, r[1].f->output, n),
+                             ldc, m->ws, m->ws_size);
+      }
       return xk_conv2d_run(&s, r->packed, r->packed_size, (const float *)in, &r->out, out, ldc, m->ws, m->ws_size);
     }
     case XKF_OP_SIGN: return xk_binarize(n * r->rows, r->k, (const float *)in, r->k, r->t, r->u8, out);

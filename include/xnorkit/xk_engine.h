@@ -36,9 +36,10 @@ typedef struct xk_model_options {
   uint32_t flags;        /* XK_MODEL_* below (0: defaults) */
 } xk_model_options;
 
-/* Run every op as the file lists it. By default a binary convolution with float output whose
- * only reader is a residual add (no activation) runs with the add fused into its output stage
- * (same float addition, same results); the add then takes no time in per-op profiles. */
+/* Run every op as the file lists it. By default a binary convolution or a float convolution
+ * (not int8, not depthwise) with float output whose only reader is a residual add (no
+ * activation) runs with the add fused into its output stage (same float addition, same
+ * results); the add then takes no time in per-op profiles. */
 #define XK_MODEL_NO_FUSION 1u
 
 /* Bytes of arena needed to load the model (validates the file). */

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import xnorkit
+import xnorkit.kernels as xk
 from xnorkit import _core
 
 import xkfile as X
@@ -273,3 +274,49 @@ def test_residual_add_fusion(case, fused):
     if case == "shared":
         ref = ref + conv.reshape(-1, 32)
     assert np.array_equal(y.reshape(-1, 32), ref) and np.array_equal(y0, y)
+
+
+def float_residual_graph(rng, case: str, k: int, act: int):
+    """input x [1,7,6,c] f32 and r [1,7,6,oc] f32 -> conv2d (float, k x k, folded BN, act) ->
+    add(r, conv) -> output: Bi-Real Net's downsampling shortcut (1x1 conv) and a 3x3 / stem-like
+    (c = 3) one. The add's output is fresh ("fresh"), over the conv's input ("over_input", dead
+    after the conv in the file's plan, but read while the fused op writes: not fused), or the
+    conv output is read again ("shared", not fused)."""
+    b = X.Builder()
+    h, w, c, oc = 7, 6, (3 if k == 7 else 24), 80
+    wt = rng.normal(size=(oc, k, k, c)).astype(np.float32)
+    sc, bi = rng.normal(size=oc).astype(np.float32), rng.normal(size=oc).astype(np.float32)
+    r = b.act("r", X.F32, [1, h, w, oc])
+    t = b.act("conv", X.F32, [1, h, w, oc])
+    x = b.act("x", X.F32, [1, h, w, c])  # last: "over_input" places the add's output from here
+    b.op("conv2d", "conv", [x], t, b.const("conv.weight", wt),
+         dict(kind=X.OUT_FLOAT, act=act, scale=b.const("conv.scale", sc), bias=b.const("conv.bias", bi)),
+         X.conv_params(k, k, pads=(k // 2,) * 4))
+    y = b.act("add", X.F32, [1, h, w, oc], offset=b.tensors[x]["offset"] if case == "over_input" else None)
+    b.op("add", "add", [r, t], y, params=X.eltwise_params())
+    outs = [y]
+    if case == "shared":
+        z = b.act("twice", X.F32, [1, h, w, oc])
+        b.op("add", "add2", [y, t], z)
+        outs = [z]
+    b.inputs, b.outputs = [x, r], outs
+    return b.build(), (wt, sc, bi)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("act", [0, 1, 3])  # none, ReLU (fused into the micro-kernel), hardtanh (a pass)
+@pytest.mark.parametrize("case,fused", [("fresh", True), ("over_input", False), ("shared", False)])
+def test_float_conv_residual_add_fusion(case, fused, k, act):
+    """A float convolution and the residual add reading it run as one op when that is safe;
+    the results are bit-identical to the op chain, on every ISA."""
+    rng = np.random.default_rng(k * 10 + act)
+    data, _ = float_residual_graph(rng, case, k, act)
+    c = 3 if k == 7 else 24
+    xs = rng.normal(size=(2, 7, 6, c)).astype(np.float32)
+    rs = rng.normal(size=(2, 7, 6, 80)).astype(np.float32)
+    for isa in xk.available_isas():
+        with xk.use_isa(isa):
+            m, m0 = xnorkit.Model(data, max_batch=2), xnorkit.Model(data, max_batch=2, fuse=False)
+            assert [o["fused"] for o in m.ops][:2] == [False, fused]
+            y, y0 = m.run(xs, rs, layout="stored"), m0.run(xs, rs, layout="stored")
+        np.testing.assert_array_equal(y.view(np.uint32), y0.view(np.uint32), err_msg=isa)
