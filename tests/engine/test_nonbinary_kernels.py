@@ -130,6 +130,8 @@ def test_pools_identical_on_every_isa_and_match_torch(case):
     x.ravel()[rng.choice(x.size, size=max(1, x.size // 50), replace=False)] = np.nan  # NaN propagates
     x.ravel()[rng.choice(x.size, size=max(1, x.size // 10), replace=False)] = 0.0
     x.ravel()[rng.choice(x.size, size=max(1, x.size // 10), replace=False)] = -0.0  # ties of +-0: the first tap wins
+    x.ravel()[rng.choice(x.size, size=max(1, x.size // 40), replace=False)] = np.inf
+    x.ravel()[rng.choice(x.size, size=max(1, x.size // 40), replace=False)] = -np.inf
     xt = torch.from_numpy(x).permute(0, 3, 1, 2)
     shape = [n, h, w, c, k, k, s, s, *pads]
     p = pads[0]
