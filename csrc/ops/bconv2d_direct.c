@@ -18,6 +18,7 @@
 #define DMR 4   /* output pixels per kernel call */
 #define DCOLS 8 /* output channels per kernel call: one panel block */
 #define TCOLS 64 /* output channels per call of the table-lookup kernel (oc % 64 == 0) */
+#define TFLIP_WORDS 64 /* bits output in registers for up to 4096 output channels */
 #define SERIAL_WORK ((size_t)1 << 17) /* pixel x channel x step products below which a call stays serial */
 
 static size_t steps_of(const xk_conv_shape *s) { return s->kh * s->kw * (s->c / 32); }
@@ -115,6 +116,8 @@ typedef struct dgeom {
   size_t taps, seg_taps, chunk;      /* table kernel: runs of byte counters of seg_taps taps x chunk bytes */
   size_t toff[XK_BDIRECT_MAX_TAPS];  /* table kernel: byte offset of each tap in the split input */
   fstage fs;
+  int bits;                          /* table kernel, bits output: tstage_bits */
+  uint64_t flipw[TFLIP_WORDS];       /* its flip bits, one word per 64 channels (oc <= 64 * TFLIP_WORDS) */
 } dgeom;
 
 /* Rows (image, padded row) of the split input: per pixel and channel word x, the 64-bit word
@@ -480,8 +483,30 @@ __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tstage_float(const 
   }
 }
 
+/* Bits output of mr pixels x 64 channels: bit = (dot < threshold) XOR flip, dot = base - 2 cnt,
+ * 8 channels per compare, one 64-bit word per pixel (oc % 64 == 0: no padding bytes). */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tstage_bits(const dgeom *g, size_t mr, const tpix *px,
+                                                                         size_t col0, uint16_t cnt[DMR][TCOLS]) {
+  const xk_bdirect_job *j = g->j;
+  const size_t oc = j->s->oc;
+  const int32_t *thr = j->o->threshold + col0;
+  const __m256i kf = _mm256_set1_epi32(j->kfull);
+  for (size_t i = 0; i < mr; i++) {
+    const int32_t *b = j->base ? j->base + ((size_t)j->ycls[px->oy[i]] * j->nxc + j->xcls[px->ox[i]]) * oc + col0 : NULL;
+    uint64_t word = 0;
+    for (size_t c = 0; c < TCOLS; c += 8) {
+      const __m256i k = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)(cnt[i] + c))), 1);
+      const __m256i dot = _mm256_sub_epi32(b ? _mm256_loadu_si256((const __m256i *)(b + c)) : kf, k);
+      const __m256i lt = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(thr + c)), dot);
+      word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)) << c;
+    }
+    word ^= g->flipw[col0 / TCOLS];
+    memcpy(j->out + (px->row0 + i) * j->ldc + col0 / 8, &word, 8);
+  }
+}
+
 /* mr pixels x 64 channels [col0, col0 + 64): popcounts, then the output stage (the float stages
- * in registers, else per pixel and 8 channels). */
+ * and bits in registers, else per pixel and 8 channels). */
 __attribute__((target("avx2"), noinline)) static void tkernel_run(size_t mr, const dgeom *g, const tpix *px,
                                                                    const uint8_t *w, size_t col0) {
   uint16_t cnt[DMR][TCOLS] __attribute__((aligned(32)));
@@ -494,6 +519,10 @@ __attribute__((target("avx2"), noinline)) static void tkernel_run(size_t mr, con
   const xk_bdirect_job *j = g->j;
   if (g->fs.on) {
     tstage_float(j, &g->fs, mr, px, col0, cnt);
+    return;
+  }
+  if (g->bits) {
+    tstage_bits(g, mr, px, col0, cnt);
     return;
   }
   for (size_t i = 0; i < mr; i++)
@@ -590,6 +619,10 @@ void xk_bdirect_run(const xk_bdirect_job *j) {
   g.steps = steps_of(s);
   g.fs = fstage_of(j->o);
   g.table = table_kernel(s);
+  if (g.table && j->o->kind == XK_OUT_BITS && s->oc <= 64 * TFLIP_WORDS) {
+    g.bits = 1;
+    for (size_t w = 0; w < s->oc / TCOLS; w++) g.flipw[w] = xk_flip_word(j->o, w * TCOLS, TCOLS);
+  }
   g.taps = s->kh * s->kw;
   g.chunk = g.pix <= 63 ? g.pix : 32;
   g.seg_taps = g.pix <= 63 ? 63 / g.pix : 1;
