@@ -344,18 +344,27 @@ class Engine {
   size_t arena_bytes() const { return arena_bytes_; }
   uint32_t max_batch() const { return opt_.max_batch; }
 
-  // inputs: float32 arrays in the stored layout with a leading batch dimension.
+  // inputs: float32 arrays in the stored layout with a leading batch dimension; an input with
+  // nchw[i] set is an NCHW image batch of a stored NHWC input, transposed straight into the
+  // arena (xk_model_input_buffer: no temporary array and no copy).
   std::vector<nb::object> run(std::vector<nb::ndarray<const float, nb::c_contig, nb::device::cpu>> inputs, size_t batch,
-                              bool profile) {
+                              bool profile, std::vector<bool> nchw) {
     size_t nin = xk_model_num_inputs(model_), nout = xk_model_num_outputs(model_);
     if (inputs.size() != nin) throw nb::value_error(("model has " + std::to_string(nin) + " input(s), got " + std::to_string(inputs.size())).c_str());
+    if (!nchw.empty() && nchw.size() != nin) throw nb::value_error("nchw: one flag per input");
+    if (batch < 1 || batch > opt_.max_batch)
+      throw nb::value_error(("batch " + std::to_string(batch) + " outside 1.." + std::to_string(opt_.max_batch)).c_str());
     std::vector<const float *> in_ptrs;
+    std::vector<xk_tensor_info> in_info(nin);
     for (size_t i = 0; i < nin; i++) {
-      xk_tensor_info ti;
+      xk_tensor_info &ti = in_info[i];
       xk_check(xk_model_input(model_, i, &ti));
       if (inputs[i].size() != batch * ti.count)
         throw nb::value_error(("input " + std::to_string(i) + " '" + ti.name + "': expected " + std::to_string(batch) + " x " +
                                std::to_string(ti.count) + " floats, got " + std::to_string(inputs[i].size())).c_str());
+      if (!nchw.empty() && nchw[i] && (ti.ndim != 4 || inputs[i].ndim() != 4 || inputs[i].shape(1) != ti.shape[3] ||
+                                       inputs[i].shape(2) != ti.shape[1] || inputs[i].shape(3) != ti.shape[2]))
+        throw nb::value_error(("input " + std::to_string(i) + " '" + ti.name + "': NCHW shape does not match").c_str());
       in_ptrs.push_back(inputs[i].data());
     }
     std::vector<nb::object> outs;
@@ -373,6 +382,13 @@ class Engine {
     times_.assign(nops, 0.0);
     {
       nb::gil_scoped_release nogil;
+      for (size_t i = 0; i < nin && !nchw.empty(); i++) {
+        if (!nchw[i]) continue;
+        float *buf = xk_model_input_buffer(model_, i, batch);
+        const xk_tensor_info &ti = in_info[i];
+        xk_check(xk_nchw_to_nhwc(batch, ti.shape[3], ti.shape[1], ti.shape[2], in_ptrs[i], buf));
+        in_ptrs[i] = buf;
+      }
       if (profile) xk_model_set_hook(model_, &Engine::hook, this);
       xk_status st = xk_model_run_multi(model_, batch, in_ptrs.data(), out_ptrs.data());
       xk_model_set_hook(model_, nullptr, nullptr);
@@ -470,7 +486,8 @@ void bind_engine(nb::module_ &m) {
   nb::class_<Engine>(m, "Engine")
       .def(nb::init<nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>, uint32_t, uint32_t, bool>(),
            nb::arg("data"), nb::arg("max_batch") = 1, nb::arg("num_threads") = 0, nb::arg("fuse") = true)
-      .def("run", &Engine::run, nb::arg("inputs"), nb::arg("batch"), nb::arg("profile") = false)
+      .def("run", &Engine::run, nb::arg("inputs"), nb::arg("batch"), nb::arg("profile") = false,
+           nb::arg("nchw") = std::vector<bool>())
       .def("last_times", &Engine::last_times)
       .def("info", &Engine::info)
       .def("meta", &Engine::meta)

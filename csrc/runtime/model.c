@@ -926,6 +926,11 @@ static xk_status run_op(xk_model *m, const rt_op *r, size_t n) {
   }
 }
 
+float *xk_model_input_buffer(xk_model *m, size_t i, size_t batch) {
+  if (!m || i >= m->h->input_count || batch < 1 || batch > m->max_batch) return NULL;
+  return (float *)tensor_ptr(m, m->io[i], batch);
+}
+
 xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inputs, float *const *outputs) {
   if (!m || !inputs || !outputs) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: null argument");
   if (batch < 1 || batch > m->max_batch)
@@ -934,7 +939,8 @@ xk_status xk_model_run_multi(xk_model *m, size_t batch, const float *const *inpu
   for (uint32_t k = 0; k < h->input_count; k++) {
     if (!inputs[k]) return xk_fail(XK_ERR_ARGUMENT, "xk_model_run: input %u is null", (unsigned)(k));
     const xkf_tensor *t = &m->tensors[m->io[k]];
-    memcpy(tensor_ptr(m, m->io[k], batch), inputs[k], batch * t->size);
+    uint8_t *dst = tensor_ptr(m, m->io[k], batch);
+    if ((const uint8_t *)inputs[k] != dst) memcpy(dst, inputs[k], batch * t->size); /* else: xk_model_input_buffer */
   }
   for (uint32_t i = 0; i < h->op_count; i++) {
     if (m->hook) m->hook(m->hook_user, i, 0);

@@ -56,6 +56,11 @@ xk_status xk_model_load(const void *data, size_t size, const xk_model_options *o
 xk_status xk_model_run_multi(xk_model *model, size_t batch, const float *const *inputs, float *const *outputs);
 /* The common case: one input, one output. */
 xk_status xk_model_run(xk_model *model, size_t batch, const float *input, float *output);
+/* Where graph input i of a run on `batch` samples lives in the arena (NULL for a bad index or
+ * batch): write the input there (same layout as for xk_model_run_multi) and pass this pointer
+ * as inputs[i] to skip the copy into the arena (as TFLite's input tensors). Valid until the
+ * next run; the run overwrites it only if an op's output shares its memory. */
+float *xk_model_input_buffer(xk_model *model, size_t i, size_t batch);
 
 /* ---------------------------------------------------------------- introspection */
 typedef enum xk_dtype { XK_DTYPE_F32 = 1, XK_DTYPE_I8 = 2, XK_DTYPE_I32 = 3, XK_DTYPE_U8 = 4, XK_DTYPE_BITS = 5 } xk_dtype;

@@ -229,16 +229,18 @@ class Model:
         return d
 
     # ------------------------------------------------------------------ running
-    def _to_stored(self, x: np.ndarray, spec: dict, layout: str) -> np.ndarray:
+    def _to_stored(self, x: np.ndarray, spec: dict, layout: str) -> tuple[np.ndarray, bool]:
+        """The input as the engine takes it, and whether it is an NCHW image batch that the
+        engine transposes itself (in C, straight into its arena: no temporary NHWC array)."""
         x = np.asarray(x, dtype=np.float32)
         add_batch, perm = input_plan(x.shape, spec, layout)
         if add_batch:
             x = x[None]
         if perm == (0, 2, 3, 1):  # images: one pass in C (numpy's strided copy is ~10x slower)
-            return _core.nchw_to_nhwc(np.ascontiguousarray(x))
+            return np.ascontiguousarray(x), True
         if perm is not None:
             x = x.transpose(*perm)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32), False
 
     @staticmethod
     def _from_stored(y: np.ndarray, spec: dict, layout: str) -> np.ndarray:
@@ -273,7 +275,8 @@ class Model:
                 is_torch = True
                 x = x.detach().cpu().numpy()
             arrays.append(x)
-        stored = [self._to_stored(x, spec, layout) for x, spec in zip(arrays, self.inputs)]
+        stored, nchw = zip(*[self._to_stored(x, spec, layout) for x, spec in zip(arrays, self.inputs)])
+        nchw = list(nchw)
         n = stored[0].shape[0]
         if any(s.shape[0] != n for s in stored):
             raise ValueError("all inputs must have the same batch size")
@@ -282,7 +285,7 @@ class Model:
             _core.set_num_threads(self.num_threads)
         for start in range(0, n, self.max_batch):
             part = [np.ascontiguousarray(s[start:start + self.max_batch]) for s in stored]
-            chunks.append(self._engine.run(part, part[0].shape[0], False))
+            chunks.append(self._engine.run(part, part[0].shape[0], False, nchw))
         outs = [np.concatenate([c[i] for c in chunks]) if len(chunks) > 1 else chunks[0][i]
                 for i in range(len(self.outputs))]
         outs = [self._from_stored(y, spec, layout) for y, spec in zip(outs, self.outputs)]
@@ -299,19 +302,22 @@ class Model:
 
         The engine calls a timing hook before and after each op; the whole-run times include
         the input/output copies. The inputs must fit in one engine call (batch <= max_batch)."""
-        stored = [self._to_stored(np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x), spec, layout)
-                  for x, spec in zip(inputs, self.inputs)]
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} input(s), got {len(inputs)}")
+        stored, nchw = zip(*[self._to_stored(np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x), spec,
+                                             layout) for x, spec in zip(inputs, self.inputs)])
+        stored, nchw = list(stored), list(nchw)
         n = stored[0].shape[0]
         if n > self.max_batch:
             raise ValueError(f"profile: batch {n} > max_batch {self.max_batch}")
         if self.num_threads:
             _core.set_num_threads(self.num_threads)
         for _ in range(warmup):
-            self._engine.run(stored, n, False)
+            self._engine.run(stored, n, False, nchw)
         per_op, totals = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            self._engine.run(stored, n, True)
+            self._engine.run(stored, n, True, nchw)
             totals.append(time.perf_counter() - t0)
             per_op.append(self._engine.last_times())
         med = np.median(np.asarray(per_op), axis=0)

@@ -320,3 +320,26 @@ def test_float_conv_residual_add_fusion(case, fused, k, act):
             assert [o["fused"] for o in m.ops][:2] == [False, fused]
             y, y0 = m.run(xs, rs, layout="stored"), m0.run(xs, rs, layout="stored")
         np.testing.assert_array_equal(y.view(np.uint32), y0.view(np.uint32), err_msg=isa)
+
+
+def test_nchw_input_transposed_into_the_arena():
+    """Model.run on NCHW images hands the engine the NCHW array; the binding transposes it
+    straight into the arena (xk_model_input_buffer, no temporary NHWC array and no copy). Same
+    bits as the stored-layout call, in one call and in chunks of max_batch; a wrong image shape
+    is named."""
+    rng = np.random.default_rng(5)
+    b, _ = binary_cnn(rng, h=9, w=7)
+    m = xnorkit.Model(b.build(), max_batch=2)
+    spec = m.inputs[0]
+    h, w, c = spec["shape"][1:]
+    x = rng.normal(size=(5, c, h, w)).astype(np.float32)
+    want = m.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), layout="stored")
+    got = m.run(x)
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+    np.testing.assert_array_equal(np.asarray(m.run(x[1])).view(np.uint32), np.asarray(want)[1:2].view(np.uint32))
+    timings, totals = m.profile(x[:2], repeats=2, warmup=1)
+    assert len(totals) == 2 and len(timings) == len(m.ops)
+    with pytest.raises(ValueError, match="NCHW"):
+        m.run(rng.normal(size=(1, c, w + 1, h)).astype(np.float32))
+    with pytest.raises(ValueError, match="input"):
+        m.profile()

@@ -44,6 +44,17 @@ int main(int argc, char **argv) {
   if (in_size != batch * ti.count * sizeof(float)) { fprintf(stderr, "input size mismatch\n"); return 1; }
   float *out = malloc(batch * to.count * sizeof(float));
   if (xk_model_run(m, batch, (const float *)in, out) != XK_OK) { printf("run failed: %s\n", xk_last_error()); return 3; }
+  /* again with the input written straight into the arena (xk_model_input_buffer: no copy) */
+  float *buf = xk_model_input_buffer(m, 0, batch), *out2 = malloc(batch * to.count * sizeof(float));
+  if (!buf || xk_model_input_buffer(m, xk_model_num_inputs(m), batch) || xk_model_input_buffer(m, 0, 0) ||
+      xk_model_input_buffer(m, 0, batch + 1)) {
+    printf("input buffer: wrong pointers\n");
+    return 4;
+  }
+  memcpy(buf, in, in_size);
+  if (xk_model_run(m, batch, buf, out2) != XK_OK) { printf("run failed: %s\n", xk_last_error()); return 3; }
+  if (memcmp(out, out2, batch * to.count * sizeof(float))) { printf("input buffer: different outputs\n"); return 4; }
+  free(out2);
   FILE *f = fopen(argv[3], "wb");
   fwrite(out, sizeof(float), batch * to.count, f);
   fclose(f);
