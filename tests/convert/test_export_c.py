@@ -73,6 +73,13 @@ def test_host_build_with_c99_equals_reference(project):
     _check(outdir, want)
     res = subprocess.run(["./xk_main"], cwd=outdir, capture_output=True, text=True, timeout=120)  # zeros input
     assert res.returncode == 0 and len(res.stdout.splitlines()[0].split()) == want.shape[1]
+    # the input is read into the engine's arena: more samples than max_batch (3), or a partial
+    # sample, is refused with a message (nothing silently dropped)
+    x = np.fromfile(outdir / "in.f32", dtype=np.float32)
+    for bad in (np.concatenate([x, x[: x.size // 3]]), x[:-1]):
+        bad.tofile(outdir / "bad.f32")
+        res = subprocess.run(["./xk_main", "bad.f32"], cwd=outdir, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1 and "samples of" in res.stdout, res.stdout + res.stderr
     subprocess.run(["make", "-s", "clean"], cwd=outdir, check=True)
 
 

@@ -203,12 +203,12 @@ const unsigned char {name}_data[{N}_DATA_SIZE] XK_ALIGN64 = {{
 
 typedef union {{ uint64_t u; double d; void *p; }} xk_max_align;
 static xk_max_align arena_words[(XK_ARENA_BYTES + 64 + sizeof(xk_max_align) - 1) / sizeof(xk_max_align)];
-static float input[{N}_MAX_BATCH * {N}_INPUT_COUNT];
 static float output[{N}_MAX_BATCH * {N}_OUTPUT_COUNT];
 
 int main(int argc, char **argv) {{
   xk_model_options opt;
   size_t need = 0, batch = 1, i;
+  float *input;
   uint8_t *arena = (uint8_t *)arena_words;
   xk_model *model = NULL;
   memset(&opt, 0, sizeof opt);
@@ -232,17 +232,33 @@ int main(int argc, char **argv) {{
     printf("error: %s\\n", xk_last_error());
     return 2;
   }}
+  /* the input is read straight into the engine's arena (xk_model_input_buffer): no input array */
   if (argc >= 2) {{
     FILE *f = fopen(argv[1], "rb");
+    long bytes;
     size_t n;
     if (!f) {{ printf("error: cannot open %s\\n", argv[1]); return 1; }}
-    n = fread(input, sizeof(float), sizeof input / sizeof(float), f);
-    fclose(f);
-    if (n == 0 || n % {N}_INPUT_COUNT) {{
-      printf("error: %s holds %lu floats, not a multiple of %u\\n", argv[1], (unsigned long)n, {N}_INPUT_COUNT);
+    fseek(f, 0, SEEK_END);
+    bytes = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    n = bytes > 0 ? (size_t)bytes / sizeof(float) : 0;
+    if (n == 0 || n % {N}_INPUT_COUNT || (size_t)bytes % sizeof(float) || n / {N}_INPUT_COUNT > {N}_MAX_BATCH) {{
+      printf("error: %s holds %ld bytes; need 1 to %u samples of %u floats\\n", argv[1], bytes, {N}_MAX_BATCH,
+             {N}_INPUT_COUNT);
+      fclose(f);
       return 1;
     }}
     batch = n / {N}_INPUT_COUNT;
+    input = xk_model_input_buffer(model, 0, batch);
+    if (!input || fread(input, sizeof(float), n, f) != n) {{
+      printf("error: cannot read %s\\n", argv[1]);
+      fclose(f);
+      return 1;
+    }}
+    fclose(f);
+  }} else {{
+    input = xk_model_input_buffer(model, 0, batch);
+    memset(input, 0, batch * {N}_INPUT_COUNT * sizeof(float));
   }}
   if (xk_model_run(model, batch, input, output) != XK_OK) {{
     printf("error: %s\\n", xk_last_error());
