@@ -262,10 +262,52 @@ __attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, s
   }
 }
 
-/* MR pixels x 8 channels [col0, col0 + 8) (all < oc) of the float output. The four pixels go
- * through each stage together (one test of each stage per call, not per pixel); a missing
- * pixel (mr < 4) repeats the last one and is not stored. Each value sees the operations in the
- * order of xk_float_row: bit-identical to the im2col path. */
+/* The float stages of 4 pixels' dots (int32, 8 channels [col, col + 8)) in registers: y = pb +
+ * ps * relu(bi + sc * dot) (+ residual), each value with the operations and roundings of
+ * xk_float_row (bit-identical to the im2col path). y and res (nullable) point at pixel 0's
+ * column `col`; pixel i at + i * ldc for i < mr (a missing pixel repeats the last and is not
+ * stored: d1..d3 and the residual rows i1..i3 are the caller's). */
+__attribute__((target("avx2"))) static XK_ALWAYS_INLINE void fstage4_store(const fstage *f, size_t col, size_t mr,
+                                                                           size_t ldc, float *y, const float *res,
+                                                                           __m256i d0, __m256i d1, __m256i d2,
+                                                                           __m256i d3) {
+  const size_t i1 = mr > 1 ? 1 : 0, i2 = mr > 2 ? 2 : i1, i3 = mr > 3 ? 3 : i2;
+  __m256 v0 = _mm256_cvtepi32_ps(d0), v1 = _mm256_cvtepi32_ps(d1), v2 = _mm256_cvtepi32_ps(d2),
+         v3 = _mm256_cvtepi32_ps(d3);
+  if (f->sc) {
+    const __m256 sc = _mm256_loadu_ps(f->sc + col);
+    v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
+  }
+  if (f->bi) {
+    const __m256 bi = _mm256_loadu_ps(f->bi + col);
+    v0 = _mm256_add_ps(v0, bi), v1 = _mm256_add_ps(v1, bi), v2 = _mm256_add_ps(v2, bi), v3 = _mm256_add_ps(v3, bi);
+  }
+  if (f->relu) { /* -0 and NaN -> +0, as v > 0 ? v : 0 */
+    const __m256 z = _mm256_setzero_ps();
+    v0 = _mm256_max_ps(v0, z), v1 = _mm256_max_ps(v1, z), v2 = _mm256_max_ps(v2, z), v3 = _mm256_max_ps(v3, z);
+  }
+  if (f->ps) {
+    const __m256 ps = _mm256_loadu_ps(f->ps + col);
+    v0 = _mm256_mul_ps(v0, ps), v1 = _mm256_mul_ps(v1, ps), v2 = _mm256_mul_ps(v2, ps), v3 = _mm256_mul_ps(v3, ps);
+  }
+  if (f->pb) {
+    const __m256 pb = _mm256_loadu_ps(f->pb + col);
+    v0 = _mm256_add_ps(v0, pb), v1 = _mm256_add_ps(v1, pb), v2 = _mm256_add_ps(v2, pb), v3 = _mm256_add_ps(v3, pb);
+  }
+  if (res) {
+    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res));
+    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res + i1 * ldc));
+    v2 = _mm256_add_ps(v2, _mm256_loadu_ps(res + i2 * ldc));
+    v3 = _mm256_add_ps(v3, _mm256_loadu_ps(res + i3 * ldc));
+  }
+  _mm256_storeu_ps(y, v0);
+  if (mr > 1) _mm256_storeu_ps(y + ldc, v1);
+  if (mr > 2) _mm256_storeu_ps(y + 2 * ldc, v2);
+  if (mr > 3) _mm256_storeu_ps(y + 3 * ldc, v3);
+}
+
+/* MR pixels x 8 channels [col0, col0 + 8) (all < oc) of the float output, one output row from
+ * (oy, ox): dot = base - 2 cnt, then fstage4_store. */
 __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void fast_float8(const xk_bdirect_job *j, const fstage *f,
                                                                          size_t row0, size_t oy, size_t ox, size_t mr,
                                                                          size_t col0, __m256i k0, __m256i k1,
@@ -280,42 +322,10 @@ __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void fast_float8(const x
     b2 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i2] * oc));
     b3 = _mm256_loadu_si256((const __m256i *)(row + (size_t)j->xcls[ox + i3] * oc));
   }
-  __m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b0, _mm256_slli_epi32(k0, 1)));
-  __m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b1, _mm256_slli_epi32(k1, 1)));
-  __m256 v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b2, _mm256_slli_epi32(k2, 1)));
-  __m256 v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(b3, _mm256_slli_epi32(k3, 1)));
-  if (f->sc) {
-    const __m256 sc = _mm256_loadu_ps(f->sc + col0);
-    v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
-  }
-  if (f->bi) {
-    const __m256 bi = _mm256_loadu_ps(f->bi + col0);
-    v0 = _mm256_add_ps(v0, bi), v1 = _mm256_add_ps(v1, bi), v2 = _mm256_add_ps(v2, bi), v3 = _mm256_add_ps(v3, bi);
-  }
-  if (f->relu) { /* -0 and NaN -> +0, as v > 0 ? v : 0 */
-    const __m256 z = _mm256_setzero_ps();
-    v0 = _mm256_max_ps(v0, z), v1 = _mm256_max_ps(v1, z), v2 = _mm256_max_ps(v2, z), v3 = _mm256_max_ps(v3, z);
-  }
-  if (f->ps) {
-    const __m256 ps = _mm256_loadu_ps(f->ps + col0);
-    v0 = _mm256_mul_ps(v0, ps), v1 = _mm256_mul_ps(v1, ps), v2 = _mm256_mul_ps(v2, ps), v3 = _mm256_mul_ps(v3, ps);
-  }
-  if (f->pb) {
-    const __m256 pb = _mm256_loadu_ps(f->pb + col0);
-    v0 = _mm256_add_ps(v0, pb), v1 = _mm256_add_ps(v1, pb), v2 = _mm256_add_ps(v2, pb), v3 = _mm256_add_ps(v3, pb);
-  }
-  if (j->o->residual) {
-    const float *res = j->o->residual + row0 * ldc + col0;
-    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res));
-    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res + i1 * ldc));
-    v2 = _mm256_add_ps(v2, _mm256_loadu_ps(res + i2 * ldc));
-    v3 = _mm256_add_ps(v3, _mm256_loadu_ps(res + i3 * ldc));
-  }
-  float *y = (float *)j->out + row0 * ldc + col0;
-  _mm256_storeu_ps(y, v0);
-  if (mr > 1) _mm256_storeu_ps(y + ldc, v1);
-  if (mr > 2) _mm256_storeu_ps(y + 2 * ldc, v2);
-  if (mr > 3) _mm256_storeu_ps(y + 3 * ldc, v3);
+  fstage4_store(f, col0, mr, ldc, (float *)j->out + row0 * ldc + col0,
+                j->o->residual ? j->o->residual + row0 * ldc + col0 : NULL,
+                _mm256_sub_epi32(b0, _mm256_slli_epi32(k0, 1)), _mm256_sub_epi32(b1, _mm256_slli_epi32(k1, 1)),
+                _mm256_sub_epi32(b2, _mm256_slli_epi32(k2, 1)), _mm256_sub_epi32(b3, _mm256_slli_epi32(k3, 1)));
 }
 
 /* MR pixels x 8 channels through the popcounts and the float stage, the counts in registers. */
@@ -416,9 +426,8 @@ typedef struct tpix {
 } tpix;
 
 /* The float stages of mr pixels x 64 channels from their counts (pixels of a group: missing
- * ones repeat the last and are not stored): per value the operations of fast_float8 /
- * xk_float_row, with the per-pixel pointers (correction row, residual, output) set up once per
- * call instead of once per 8 channels. */
+ * ones repeat the last and are not stored), with the per-pixel pointers (correction row,
+ * residual, output) set up once per call instead of once per 8 channels. */
 __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tstage_float(const xk_bdirect_job *j, const fstage *f,
                                                                           size_t mr, const tpix *px, size_t col0,
                                                                           uint16_t cnt[DMR][TCOLS]) {
@@ -435,51 +444,13 @@ __attribute__((target("avx2"))) static XK_ALWAYS_INLINE void tstage_float(const 
   const float *res = j->o->residual ? j->o->residual + px->row0 * ldc + col0 : NULL;
   const uint16_t *n0 = cnt[0], *n1 = cnt[i1], *n2 = cnt[i2], *n3 = cnt[i3];
   for (size_t c = 0; c < TCOLS; c += 8) {
-#define K32(n) _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)((n) + c))), 1)
-    const __m256i k0 = K32(n0), k1 = K32(n1), k2 = K32(n2), k3 = K32(n3);
-#undef K32
-    __m256 v0, v1, v2, v3;
-    if (b0) {
-      v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b0 + c)), k0));
-      v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b1 + c)), k1));
-      v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b2 + c)), k2));
-      v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(b3 + c)), k3));
-    } else {
-      v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k0));
-      v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k1));
-      v2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k2));
-      v3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(kf, k3));
-    }
-    if (f->sc) {
-      const __m256 sc = _mm256_loadu_ps(f->sc + col0 + c);
-      v0 = _mm256_mul_ps(sc, v0), v1 = _mm256_mul_ps(sc, v1), v2 = _mm256_mul_ps(sc, v2), v3 = _mm256_mul_ps(sc, v3);
-    }
-    if (f->bi) {
-      const __m256 bi = _mm256_loadu_ps(f->bi + col0 + c);
-      v0 = _mm256_add_ps(v0, bi), v1 = _mm256_add_ps(v1, bi), v2 = _mm256_add_ps(v2, bi), v3 = _mm256_add_ps(v3, bi);
-    }
-    if (f->relu) { /* -0 and NaN -> +0, as v > 0 ? v : 0 */
-      const __m256 z = _mm256_setzero_ps();
-      v0 = _mm256_max_ps(v0, z), v1 = _mm256_max_ps(v1, z), v2 = _mm256_max_ps(v2, z), v3 = _mm256_max_ps(v3, z);
-    }
-    if (f->ps) {
-      const __m256 ps = _mm256_loadu_ps(f->ps + col0 + c);
-      v0 = _mm256_mul_ps(v0, ps), v1 = _mm256_mul_ps(v1, ps), v2 = _mm256_mul_ps(v2, ps), v3 = _mm256_mul_ps(v3, ps);
-    }
-    if (f->pb) {
-      const __m256 pb = _mm256_loadu_ps(f->pb + col0 + c);
-      v0 = _mm256_add_ps(v0, pb), v1 = _mm256_add_ps(v1, pb), v2 = _mm256_add_ps(v2, pb), v3 = _mm256_add_ps(v3, pb);
-    }
-    if (res) {
-      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(res + c));
-      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(res + i1 * ldc + c));
-      v2 = _mm256_add_ps(v2, _mm256_loadu_ps(res + i2 * ldc + c));
-      v3 = _mm256_add_ps(v3, _mm256_loadu_ps(res + i3 * ldc + c));
-    }
-    _mm256_storeu_ps(y0 + c, v0);
-    if (mr > 1) _mm256_storeu_ps(y0 + ldc + c, v1);
-    if (mr > 2) _mm256_storeu_ps(y0 + 2 * ldc + c, v2);
-    if (mr > 3) _mm256_storeu_ps(y0 + 3 * ldc + c, v3);
+    /* dot = base - 2 cnt; base: the pad-0 correction row, else K */
+#define DOT(b, n)                                                                           \
+  _mm256_sub_epi32((b) ? _mm256_loadu_si256((const __m256i *)((b) + c)) : kf,               \
+                   _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_load_si128((const __m128i *)((n) + c))), 1))
+    fstage4_store(f, col0 + c, mr, ldc, y0 + c, res ? res + c : NULL, DOT(b0, n0), DOT(b1, n1), DOT(b2, n2),
+                  DOT(b3, n3));
+#undef DOT
   }
 }
 

@@ -112,15 +112,25 @@ static int fused_stage(const xk_output *o, size_t col, xk_fstage *st) {
   return 1;
 }
 
-/* AVX2, one row of A: the columns [col0, col0 + ncols) (whole NR blocks of the panel, zero past
- * n) into y, 4 blocks per call; with the stage when `stage` (columns col0.. of the output). */
-static void gemv_row(const fjob *j, const float *a, size_t col0, size_t ncols, float *y, int stage) {
+/* AVX2: mr rows of A (stride lda) x the columns [col0, col0 + ncols) (whole NR blocks of the
+ * panel, zero past n) into dst (stride ldd): one row through the 1 x 64 kernel, 4 blocks per
+ * call, else the 6 x 16 tile per block; with the stage of those columns when `stage`. */
+static void avx2_tile(const fjob *j, const float *a, size_t lda, size_t mr, size_t col0, size_t ncols, float *dst,
+                      size_t ldd, int stage) {
   const size_t nr = j->d->nr;
-  for (size_t c = 0; c < ncols; c += 4 * nr) {
-    const size_t nblk = xk_div_up(ncols - c < 4 * nr ? ncols - c : 4 * nr, nr);
-    xk_fstage st[4];
-    for (size_t b = 0; stage && b < nblk; b++) fused_stage(j->o, col0 + c + b * nr, &st[b]);
-    xk_fgemv_ukernel_avx2(j->k, a, j->panel + ((col0 + c) / nr) * j->k * nr, nblk, y + c, stage ? st : NULL);
+  xk_fstage st[4];
+  if (mr == 1) {
+    for (size_t c = 0; c < ncols; c += 4 * nr) {
+      const size_t nblk = xk_div_up(ncols - c < 4 * nr ? ncols - c : 4 * nr, nr);
+      for (size_t b = 0; stage && b < nblk; b++) fused_stage(j->o, col0 + c + b * nr, &st[b]);
+      xk_fgemv_ukernel_avx2(j->k, a, j->panel + ((col0 + c) / nr) * j->k * nr, nblk, dst + c, stage ? st : NULL);
+    }
+    return;
+  }
+  for (size_t c = 0; c < ncols; c += nr) {
+    if (stage) fused_stage(j->o, col0 + c, &st[0]);
+    xk_fgemm_ukernel_stage_avx2(mr, j->k, a, lda, j->panel + ((col0 + c) / nr) * j->k * nr, dst + c, ldd,
+                                stage ? st : NULL);
   }
 }
 #endif
@@ -155,38 +165,18 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
 #ifdef XK_HAVE_AVX2
-      if (avx2 && j->o->residual) { /* the tile (staged when it can be) into q, then + residual */
-        if (mr == 1) {
-          gemv_row(j, a + i * lda, col0, ncols, q[0], fuse);
-        } else {
-          for (size_t c = 0; c < ncols; c += d->nr) {
-            xk_fstage st;
-            if (fuse) fused_stage(j->o, col0 + c, &st);
-            xk_fgemm_ukernel_stage_avx2(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr,
-                                        &q[0][c], GROUP, fuse ? &st : NULL);
-          }
-        }
-        store_residual_rows(j, q, mr, r0 + i, col0, ncols, fuse);
-        continue;
-      }
-      if (avx2 && in_place) {
+      if (avx2) { /* in place, or into q (a residual add, a partial block, bits output); the stage in
+                   * the kernels when it can be, else after */
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
-        if (mr == 1) {
-          gemv_row(j, a + i * lda, col0, ncols, y, fuse);
+        const int staged = fuse && (in_place || j->o->residual);
+        avx2_tile(j, a + i * lda, lda, mr, col0, ncols, in_place ? y : q[0], in_place ? j->ldc : GROUP, staged);
+        if (j->o->residual) {
+          store_residual_rows(j, q, mr, r0 + i, col0, ncols, staged);
+        } else if (in_place) {
+          if (!staged) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
         } else {
-          for (size_t c = 0; c < ncols; c += d->nr) {
-            xk_fstage st;
-            if (fuse) fused_stage(j->o, col0 + c, &st);
-            xk_fgemm_ukernel_stage_avx2(mr, j->k, a + i * lda, lda, j->panel + ((col0 + c) / d->nr) * j->k * d->nr,
-                                        y + c, j->ldc, fuse ? &st : NULL);
-          }
+          for (size_t r = 0; r < mr; r++) xk_output_store_f32(j->o, q[r], col0, ncols, j->c, j->ldc, r0 + i + r);
         }
-        if (!fuse) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
-        continue;
-      }
-      if (avx2 && mr == 1) { /* a partial last block: the row into q, then the stage */
-        gemv_row(j, a + i * lda, col0, ncols, q[0], 0);
-        xk_output_store_f32(j->o, q[0], col0, ncols, j->c, j->ldc, r0 + i);
         continue;
       }
 #endif
