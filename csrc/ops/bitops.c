@@ -1,4 +1,5 @@
 /* Ops on bit-packed activations: binarize, unbinarize, max pooling on bits, channel concat. */
+#include "../ukernels/fgemm/fgemm.h"
 #include "ops_internal.h"
 
 #define SERIAL_BYTES ((size_t)1 << 16)
@@ -11,6 +12,14 @@ xk_status xk_binarize(size_t rows, size_t c, const float *x, size_t ldx, const f
   if (ldx < c) return xk_fail(XK_ERR_SHAPE, "%s: row stride %zu < c=%zu", op, ldx, c);
   const size_t rb = xk_packed_row_bytes(c);
   if (!t && !flip) return xk_pack_f32(x, rows, c, ldx, out, rb); /* sign0, ISA-specific packer */
+#ifdef XK_HAVE_AVX2
+  if (xk_use_avx2() && c <= 64 * 64) { /* the flip bits packed once, then 8 compares per step */
+    uint64_t flipw[64] = {0};
+    for (size_t ch = 0; flip && ch < c; ch++) flipw[ch / 64] |= (uint64_t)(flip[ch] & 1u) << (ch % 64);
+    xk_binarize_rows_avx2(rows, c, x, ldx, t, flip ? flipw : NULL, out, rb);
+    return XK_OK;
+  }
+#endif
   for (size_t r = 0; r < rows; r++) {
     const float *xr = x + r * ldx;
     for (size_t w = 0; w < rb / 8; w++) {

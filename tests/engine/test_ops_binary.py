@@ -255,6 +255,30 @@ def test_binarize_sign0_and_thresholds():
     assert not pad_bits_of(bits, 70).any()
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c", [1, 7, 8, 9, 63, 64, 65, 70, 130, 200])
+@pytest.mark.parametrize("parts", ["t", "flip", "both"])
+def test_binarize_thresholds_every_isa(isa, c, parts):
+    """Thresholds and flips on every ISA (AVX2: 8 compares per step, masked tails) against
+    !(x >= t) ^ flip, with NaN, +-inf, -0 in x and t; bits past c stay zero."""
+    rng = np.random.default_rng(c)
+    x = rng.normal(size=(7, c)).astype(np.float32)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-38], np.float32)
+    x.flat[rng.choice(x.size, size=min(x.size, 12), replace=False)] = rng.choice(specials, size=min(x.size, 12))
+    t = rng.normal(size=c).astype(np.float32) if parts != "flip" else None
+    if t is not None:
+        t[rng.choice(c, size=min(c, 3), replace=False)] = rng.choice(specials, size=min(c, 3))
+        x[1] = t  # x equal to its threshold: not below it
+    flip = (rng.random(c) < 0.5).astype(np.uint8) if parts != "t" else None
+    with xk.use_isa(isa):
+        bits = ops.binarize(x, t, flip)
+    want = ~(x >= (t if t is not None else np.float32(0)))
+    if flip is not None:
+        want ^= flip.astype(bool)
+    np.testing.assert_array_equal(unpack_pm1(bits, c) < 0, want)
+    assert not pad_bits_of(bits, c).any()
+
+
 def pool_ref_bits(xpm, k, s, pads, invert=None):
     """max over +-1 ignoring padding; channels with invert use min."""
     import torch
