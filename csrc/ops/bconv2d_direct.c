@@ -252,8 +252,7 @@ __attribute__((target("avx2"))) static void depilogue(const xk_bdirect_job *j, s
       } else {
         for (size_t k = 0; k < nc; k++) bits |= (unsigned)(dot[k] < thr[k]) << k;
       }
-      if (o->flip)
-        for (size_t k = 0; k < nc; k++) bits ^= (unsigned)(o->flip[col0 + k] & 1) << k;
+      bits ^= (unsigned)xk_flip_word(o, col0, nc);
       *dst = (uint8_t)bits;
       if (col0 + nc == oc) /* the row's padding bytes, up to its last 64-bit word */
         for (size_t k = xk_div_up(oc, 8); k < xk_div_up(oc, 64) * 8; k++) j->out[row * j->ldc + k] = 0;

@@ -13,10 +13,14 @@ xk_status xk_binarize(size_t rows, size_t c, const float *x, size_t ldx, const f
   const size_t rb = xk_packed_row_bytes(c);
   if (!t && !flip) return xk_pack_f32(x, rows, c, ldx, out, rb); /* sign0, ISA-specific packer */
 #ifdef XK_HAVE_AVX2
-  if (xk_use_avx2() && c <= 64 * 64) { /* the flip bits packed once, then 8 compares per step */
-    uint64_t flipw[64] = {0};
-    for (size_t ch = 0; flip && ch < c; ch++) flipw[ch / 64] |= (uint64_t)(flip[ch] & 1u) << (ch % 64);
-    xk_binarize_rows_avx2(rows, c, x, ldx, t, flip ? flipw : NULL, out, rb);
+  if (xk_use_avx2()) { /* 8 compares per step; the flip bits packed once per slice of 4096 channels */
+    uint64_t flipw[64];
+    for (size_t c0 = 0; c0 < c; c0 += 64 * 64) {
+      const size_t cn = c - c0 < 64 * 64 ? c - c0 : 64 * 64;
+      for (size_t w = 0; flip && w < xk_div_up(cn, 64); w++)
+        flipw[w] = xk_pack_flags(flip + c0 + 64 * w, cn - 64 * w < 64 ? cn - 64 * w : 64);
+      xk_binarize_rows_avx2(rows, cn, x + c0, ldx, t ? t + c0 : NULL, flip ? flipw : NULL, out + c0 / 8, rb);
+    }
     return XK_OK;
   }
 #endif

@@ -116,12 +116,16 @@ static inline uint64_t xk_threshold_word(const int32_t *dot, const int32_t *t, s
   return word ^ flip;
 }
 
+/* Per-channel flags f[0..n) (n <= 64, bit 0 of each byte) as one packed word, channel c at bit c. */
+static inline uint64_t xk_pack_flags(const uint8_t *f, size_t n) {
+  uint64_t w = 0;
+  for (size_t c = 0; c < n; c++) w |= (uint64_t)(f[c] & 1) << c;
+  return w;
+}
+
 /* The flip bits of output channels [col0, col0 + ncols) (<= 64) as one packed word (0 without). */
 static inline uint64_t xk_flip_word(const xk_output *o, size_t col0, size_t ncols) {
-  uint64_t flip = 0;
-  if (o->kind == XK_OUT_BITS && o->flip)
-    for (size_t c = 0; c < ncols; c++) flip |= (uint64_t)(o->flip[col0 + c] & 1) << c;
-  return flip;
+  return o->kind == XK_OUT_BITS && o->flip ? xk_pack_flags(o->flip + col0, ncols) : 0;
 }
 
 /* Validate an output stage for an op with n output channels. flags: XK_CHECK_BINARY_ACC

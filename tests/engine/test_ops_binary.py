@@ -256,7 +256,7 @@ def test_binarize_sign0_and_thresholds():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("c", [1, 7, 8, 9, 63, 64, 65, 70, 130, 200])
+@pytest.mark.parametrize("c", [1, 7, 8, 9, 63, 64, 65, 70, 130, 200, 4200])
 @pytest.mark.parametrize("parts", ["t", "flip", "both"])
 def test_binarize_thresholds_every_isa(isa, c, parts):
     """Thresholds and flips on every ISA (AVX2: 8 compares per step, masked tails) against
@@ -277,6 +277,21 @@ def test_binarize_thresholds_every_isa(isa, c, parts):
         want ^= flip.astype(bool)
     np.testing.assert_array_equal(unpack_pm1(bits, c) < 0, want)
     assert not pad_bits_of(bits, c).any()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_binarize_bad_input(isa):
+    """Bad input to the binarize op names what is wrong, on every ISA."""
+    x = np.ones((2, 8), np.float32)
+    with xk.use_isa(isa):
+        with pytest.raises(ValueError, match="empty input"):
+            ops.binarize(np.zeros((0, 8), np.float32), np.zeros(8, np.float32), None)
+        with pytest.raises(ValueError, match="t too short"):
+            ops.binarize(x, np.zeros(3, np.float32), None)
+        with pytest.raises(ValueError, match="flip too short"):
+            ops.binarize(x, None, np.zeros(3, np.uint8))
+        with pytest.raises(ValueError, match="must be 2-D"):
+            ops.binarize(np.ones(8, np.float32), np.zeros(8, np.float32), None)
 
 
 def pool_ref_bits(xpm, k, s, pads, invert=None):

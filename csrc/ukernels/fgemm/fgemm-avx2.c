@@ -385,30 +385,27 @@ void xk_add_avx2(const float *a, const float *b, float *y, size_t n) {
 
 void xk_binarize_rows_avx2(size_t rows, size_t c, const float *x, size_t ldx, const float *t, const uint64_t *flipw,
                            uint8_t *out, size_t rb) {
-  const size_t nw = (c + 63) / 64, full = c / 8;
+  const size_t ngroups = (c + 7) / 8, full = c / 8; /* groups of 8 channels; group `full` is the tail */
   const __m256i tmask = tail_mask(c % 8);
   for (size_t r = 0; r < rows; r++) {
     const float *xr = x + r * ldx;
-    for (size_t w = 0; w < nw; w++) {
-      uint64_t word = 0;
-      for (size_t i = 0; i < 8 && w * 8 + i <= full; i++) {
-        const size_t g = w * 8 + i, ch = 8 * g;
-        __m256 v, th = _mm256_setzero_ps();
-        if (g < full) {
-          v = _mm256_loadu_ps(xr + ch);
-          if (t) th = _mm256_loadu_ps(t + ch);
-        } else if (c % 8) { /* the tail: lanes past c read as x = t = 0, so their bits are 0 */
-          v = _mm256_maskload_ps(xr + ch, tmask);
-          if (t) th = _mm256_maskload_ps(t + ch, tmask);
-        } else {
-          break;
-        }
-        /* bit 1 = not (x >= t): NaN sets it, as the portable loop */
-        unsigned m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, th, _CMP_NGE_UQ));
-        word |= (uint64_t)m << (8 * i);
+    uint64_t word = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+      __m256 v, th = _mm256_setzero_ps();
+      if (g < full) {
+        v = _mm256_loadu_ps(xr + 8 * g);
+        if (t) th = _mm256_loadu_ps(t + 8 * g);
+      } else { /* the tail: lanes past c read as x = t = 0, so their bits are 0 */
+        v = _mm256_maskload_ps(xr + 8 * g, tmask);
+        if (t) th = _mm256_maskload_ps(t + 8 * g, tmask);
       }
-      if (flipw) word ^= flipw[w];
-      memcpy(out + r * rb + w * 8, &word, 8);
+      /* bit 1 = not (x >= t): NaN sets it, as the portable loop */
+      word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, th, _CMP_NGE_UQ)) << (8 * (g % 8));
+      if (g % 8 == 7 || g + 1 == ngroups) { /* a whole 64-bit word */
+        if (flipw) word ^= flipw[g / 8];
+        memcpy(out + r * rb + g / 8 * 8, &word, 8);
+        word = 0;
+      }
     }
   }
 }

@@ -122,7 +122,8 @@ void xk_pool_row_avx2(const xk_pool_row *r);
 /* y[i] = a[i] + b[i] (csrc/ops/elementwise.c xk_add); y may alias a or b. */
 void xk_add_avx2(const float *a, const float *b, float *y, size_t n);
 /* xk_binarize with thresholds t (NULL: 0) and flip words (NULL: none; bit ch of word ch / 64,
- * zero past c): bit = !(x >= t) ^ flip, rows of rb bytes, bits past c zero. */
+ * zero past c): bit = !(x >= t) ^ flip, rows of stride rb bytes (words written: (c + 63) / 64,
+ * the bits past c zero). */
 void xk_binarize_rows_avx2(size_t rows, size_t c, const float *x, size_t ldx, const float *t, const uint64_t *flipw,
                            uint8_t *out, size_t rb);
 void xk_quantize_centered_avx2(const float *x, size_t n, float inv, float zpf, float *f, int16_t *h);
