@@ -109,6 +109,12 @@ typedef struct xk_bgemm_ukernel_desc {
 #define XK_AVX2_SPLIT_MAX_KWORDS 512
 #endif
 
+/* A rows of up to this many words take the AVX-512 column-lane kernel (all ops; the implicit
+ * im2col scratch holds 8 rows of this many words). */
+#ifndef XK_AVX512_LANES_MAX_KWORDS
+#define XK_AVX512_LANES_MAX_KWORDS 512
+#endif
+
 /* Per-ISA descriptors; NULL when the ISA is not compiled into this build. */
 #define XK_UKERNEL(name) extern const xk_bgemm_ukernel_desc xk_bgemm_##name;
 #include "ukernels/bgemm/bgemm.inc"

@@ -139,7 +139,7 @@ static void test_gemm(xk_isa isa) {
  * block boundaries, A rows at a stride larger than K, against plain popcounts. */
 static void test_family(const xk_bgemm_ukernel_desc *d, const char *name) {
   static const size_t kws[] = {1, 2, 3, 4, 5, 7, 31, 32, 62, 63, 64, 65, 72, 126, 127, 130};
-  enum { NR_MAX = 8, MR_MAX = 8, KW_MAX = 130 };
+  enum { NR_MAX = 16, MR_MAX = 8, KW_MAX = 130 };
   if (d->nr > NR_MAX || d->mr > MR_MAX) { CHECK(0, "%s: tile %zux%zu larger than the test's", name, d->mr, d->nr); return; }
   for (size_t t = 0; t < sizeof kws / sizeof kws[0]; t++) {
     const size_t kw = kws[t], lda = kw + 3, steps = xk_div_up(kw * 8, d->chunk_bytes);
