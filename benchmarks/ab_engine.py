@@ -34,6 +34,7 @@ X86_FLAGS = {
     "bgemm-avx2.c": ["-mavx2", "-mpopcnt"],
     "bgemm-avx512.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mpopcnt"],
     "fgemm-avx2.c": ["-mavx2", "-mfma"],
+    "fgemm-avx512.c": ["-mavx512f", "-mfma"],
     "qgemm-avx2.c": ["-mavx2", "-mfma"],
 }
 

@@ -97,6 +97,7 @@ typedef struct fjob {
   xk_conv_segs segs;  /* direct path: the reduction as segments of the padded input */
   const float *xpad;  /* direct path: the zero-padded input, [n][hp][wp][c] */
   size_t hp, wp;
+  int avx512;         /* AVX-512 selected: two panel blocks per micro-kernel call (fgemm-avx512.c) */
 } fjob;
 
 #ifdef XK_HAVE_AVX2
@@ -129,6 +130,14 @@ static void avx2_tile(const fjob *j, const float *a, size_t lda, size_t mr, size
   }
   for (size_t c = 0; c < ncols; c += nr) {
     if (stage) fused_stage(j->o, col0 + c, &st[0]);
+#ifdef XK_HAVE_AVX512
+    if (j->avx512 && c + nr < ncols) { /* two blocks in one call (the second may be partial) */
+      xk_fgemm_ukernel2_stage_avx512(mr, j->k, a, lda, j->panel + ((col0 + c) / nr) * j->k * nr, j->k * nr, dst + c,
+                                     ldd, stage ? st : NULL);
+      c += nr;
+      continue;
+    }
+#endif
     xk_fgemm_ukernel_stage_avx2(mr, j->k, a, lda, j->panel + ((col0 + c) / nr) * j->k * nr, dst + c, ldd,
                                 stage ? st : NULL);
   }
@@ -297,14 +306,31 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
         for (size_t cc = 0; cc < ncols; cc += nr) {
           if (fuse) fused_stage(j->o, col0 + cc, &st);
+#ifdef XK_HAVE_AVX512
+          if (j->avx512 && cc + nr < ncols) {
+            xk_fconv_ukernel2_avx512(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, j->k * nr, y + cc,
+                                     j->ldc, fuse ? &st : NULL);
+            cc += nr;
+            continue;
+          }
+#endif
           xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, y + cc, j->ldc,
                                 fuse ? &st : NULL);
         }
         if (!fuse) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
         continue;
       }
-      for (size_t cc = 0; cc < ncols; cc += nr)
+      for (size_t cc = 0; cc < ncols; cc += nr) {
+#ifdef XK_HAVE_AVX512
+        if (j->avx512 && cc + nr < ncols) {
+          xk_fconv_ukernel2_avx512(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, j->k * nr, &q[0][cc],
+                                   GROUP, NULL);
+          cc += nr;
+          continue;
+        }
+#endif
         xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP, NULL);
+      }
       if (j->o->residual) {
         store_residual_rows(j, q, mr, r0 + i, col0, ncols, 0);
         continue;
@@ -375,6 +401,7 @@ xk_status xk_conv2d_run(const xk_conv_shape *s, const void *packed, size_t packe
   j.n = s->oc;
   j.ngroups = xk_div_up(s->oc, GROUP);
   j.panel = (const float *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.avx512 = xk_use_avx512();
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;
@@ -441,6 +468,7 @@ xk_status xk_dense_run(size_t n, size_t k, size_t n_out, const void *packed, siz
   j.k = k;
   j.ngroups = xk_div_up(n_out, GROUP);
   j.panel = (const float *)((const uint8_t *)packed + XK_PACKED_HEADER);
+  j.avx512 = xk_use_avx512();
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;

@@ -172,6 +172,14 @@ static inline int xk_use_avx2(void) {
   return 0;
 #endif
 }
+/* 1 when the selected ISA is AVX-512 and this build and CPU have it (ops with AVX-512 kernels). */
+static inline int xk_use_avx512(void) {
+#ifdef XK_HAVE_AVX512
+  return xk_get_isa() == XK_ISA_AVX512 && xk_isa_available(XK_ISA_AVX512);
+#else
+  return 0;
+#endif
+}
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }
 /* The im2col convolutions' tile tasks (qconv.c, fconv.c): one workspace slot per worker, each
  * remembering the tile it holds (slot_tile[w], SIZE_MAX: none), so a worker gathers a tile once

@@ -115,6 +115,15 @@ void xk_qconv_ukernel_avx2(size_t mr, const int16_t *const *x, const xk_conv_seg
                            size_t ldc);
 #endif
 
+#ifdef XK_HAVE_AVX512
+/* AVX-512F (fgemm-avx512.c): the AVX2 6 x 16 kernels above over two panel blocks at once (b and
+ * b + bstride floats; 32 columns of c, st at the first of them), bit-identical to two AVX2 calls. */
+void xk_fconv_ukernel2_avx512(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b,
+                              size_t bstride, float *c, size_t ldc, const xk_fstage *st);
+void xk_fgemm_ukernel2_stage_avx512(size_t mr, size_t k, const float *a, size_t lda, const float *b, size_t bstride,
+                                    float *c, size_t ldc, const xk_fstage *st);
+#endif
+
 #ifdef XK_HAVE_AVX2
 void xk_dw_row_avx2(const xk_dw_row *r);
 void xk_pool_row_avx2(const xk_pool_row *r);
