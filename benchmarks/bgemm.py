@@ -7,7 +7,9 @@ same number of threads. Reports medians with min-max, binary MACs/s and MACs per
 clock is measured in the same run with a dependent-add chain), and ratios to each peer.
 
 The binary GEMM is timed as deployed between binary layers: activations already packed
-(1 bit each), weights pre-packed into the kernel's panel layout, int32 output. Activation
+(1 bit each), weights pre-packed into the kernel's panel layout, int32 output into a buffer that
+exists (the C core's call, as the engine makes it); the Python API call `xnorkit.kernels.bgemm`
+(argument checks, output allocation) is timed too and shown in its own column. Activation
 packing is measured separately (GB/s of float32 read).
 
 Usage: python benchmarks/bgemm.py [--quick] [--threads 1 2] [--out benchmarks/results] [--name bgemm]
@@ -78,8 +80,17 @@ def worker(threads: int, shapes, quick: bool) -> dict:
         got = xk.bgemm(a_bits, pw)
         ref = (np.where(a >= 0, 1, -1).astype(np.float32) @ np.where(w >= 0, 1, -1).astype(np.float32).T)
         assert np.array_equal(got, ref.astype(np.int32)), f"binary GEMM wrong at {m}x{n}x{k}"
-        row["binary"] = timeit(lambda: xk.bgemm(a_bits, pw))
+        # timed as the engine calls it between layers: the C core on buffers that already exist (the
+        # Python API's checks and output allocation, ~2-3 us a call, are timed apart: "binary_api")
+        c = np.empty((m, n), dtype=np.int32)
+        panel, rb = pw.panel(), xk.packed_row_bytes(k)
+        a_flat, c_bytes = a_bits.reshape(-1), c.reshape(-1).view(np.uint8)
+        core = lambda: _core.bgemm(m, n, k, a_flat, rb, panel, 0, None, None, None, None, c_bytes, n)  # noqa: E731
+        core()
+        assert np.array_equal(c, got), f"binary GEMM (core call) wrong at {m}x{n}x{k}"
+        row["binary"] = timeit(core)
         row["binary_isa"] = xk.last_isa()
+        row["binary_api"] = timeit(lambda: xk.bgemm(a_bits, pw))
         # --- peers
         wt = np.ascontiguousarray(w.T)
         row["numpy_f32"] = timeit(lambda: a @ wt)
@@ -124,7 +135,8 @@ def render(results: list[dict], quick: bool) -> str:
                  f"python {platform.python_version()}, numpy (OpenBLAS) and torch {__import__('torch').__version__}."
                  + (" QUICK run (subset of shapes)." if quick else "") + "\n")
     lines.append("Times are medians over repeated calls (min-max in brackets). Binary GEMM: packed activations x "
-                 "pre-packed weights -> int32 (as between binary layers in the engine). MACs/cycle = binary MACs "
+                 "pre-packed weights -> int32 into an existing buffer (the C core's call, as between binary layers "
+                 "in the engine); the Python API call, with its checks and output allocation, in its own column. MACs/cycle = binary MACs "
                  "per second / measured clock / threads. Ratios: peer median time / binary median time "
                  "(same run, same thread count). "
                  + ("This CPU has bf16 instructions (AVX-512 BF16 / AMX): bf16 runs on every shape.\n" if BF16_HW else
@@ -138,15 +150,16 @@ def render(results: list[dict], quick: bool) -> str:
     for r in results:
         t = r["threads"]
         lines.append(f"\n## {t} thread{'s' if t > 1 else ''}\n")
-        lines.append("| M x N x K | binary (ms) | GMAC/s | MACs/cycle/core | numpy f32 (ms) | torch f32 (ms) | torch bf16 (ms) "
-                     "| int8 (ms) | vs numpy | vs torch f32 | vs bf16 | vs int8 |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| M x N x K | binary (ms) | GMAC/s | MACs/cycle/core | xnorkit.kernels.bgemm() (ms) | numpy f32 (ms) "
+                     "| torch f32 (ms) | torch bf16 (ms) | int8 (ms) | vs numpy | vs torch f32 | vs bf16 | vs int8 |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for row in r["rows"]:
             m, n, k = row["shape"]
             b = row["binary"]
             macs = m * n * k
             gmacs = macs / b["median"] / 1e9
-            cells = [f"{m}x{n}x{k}", fmt(b), f"{gmacs:.0f}", f"{gmacs / r['ghz'] / t:.0f}"]
+            cells = [f"{m}x{n}x{k}", fmt(b), f"{gmacs:.0f}", f"{gmacs / r['ghz'] / t:.0f}",
+                     fmt(row["binary_api"]) if "binary_api" in row else "-"]
             ratios = []
             for p in PEERS:
                 if p in row:
