@@ -35,6 +35,7 @@ X86_FLAGS = {
     "bgemm-avx512.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mpopcnt"],
     "fgemm-avx2.c": ["-mavx2", "-mfma"],
     "fgemm-avx512.c": ["-mavx512f", "-mfma"],
+    "qgemm-avx512.c": ["-mavx512f", "-mavx512bw", "-mavx512vnni"],
     "qgemm-avx2.c": ["-mavx2", "-mfma"],
 }
 

@@ -121,6 +121,8 @@ typedef struct xk_bgemm_ukernel_desc {
 #undef XK_UKERNEL
 
 const xk_bgemm_ukernel_desc *xk_ukernel_for(xk_isa isa);
+/* 1 when the CPU has AVX-512 VNNI (the int8 ops' AVX-512 kernels; x86-64 GCC / Clang builds). */
+int xk_cpu_has_avx512_vnni(void);
 /* The micro-kernel family an op with kwords-word rows uses on `isa` (the small-K variant where
  * one exists and applies). */
 const xk_bgemm_ukernel_desc *xk_ukernel_for_k(xk_isa isa, size_t kwords);

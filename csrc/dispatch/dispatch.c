@@ -56,6 +56,15 @@ static int cpu_has(xk_isa isa) {
   }
 }
 
+int xk_cpu_has_avx512_vnni(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(XK_EMULATE_AVX512)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vnni");
+#else
+  return 0;
+#endif
+}
+
 const char *xk_isa_name(xk_isa isa) {
   return (isa >= 0 && isa < XK_ISA_COUNT) ? kNames[isa] : (isa == XK_ISA_AUTO ? "auto" : "?");
 }

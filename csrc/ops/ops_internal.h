@@ -180,6 +180,8 @@ static inline int xk_use_avx512(void) {
   return 0;
 #endif
 }
+/* ... and the CPU has AVX-512 VNNI (the int8 ops' AVX-512 kernels, qgemm-avx512.c). */
+static inline int xk_use_avx512_vnni(void) { return xk_use_avx512() && xk_cpu_has_avx512_vnni(); }
 static inline size_t xk_dil(size_t d) { return d ? d : 1; }
 /* The im2col convolutions' tile tasks (qconv.c, fconv.c): one workspace slot per worker, each
  * remembering the tile it holds (slot_tile[w], SIZE_MAX: none), so a worker gathers a tile once

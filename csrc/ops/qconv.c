@@ -201,6 +201,7 @@ typedef struct qjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
+  int vnni; /* AVX-512 VNNI: two panel blocks per micro-kernel call (qgemm-avx512.c) */
 } qjob;
 
 /* Rows [row0, row0 + mr) x channels [col0, col0 + ncols) of exact int32 accumulators through the
@@ -228,8 +229,17 @@ static void gemm_rows(const qjob *j, const int16_t *a, size_t r0, size_t rows, s
     size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     for (size_t i = 0; i < rows; i += d->mr) {
       size_t mr = rows - i < d->mr ? rows - i : d->mr;
-      for (size_t c = 0; c < ncols; c += d->nr)
-        d->ukernel(mr, j->kp, a + i * j->kp, j->kp, j->panel + ((col0 + c) / d->nr) * j->kp * d->nr, &q[0][c], GROUP);
+      for (size_t c = 0; c < ncols; c += d->nr) {
+        const int16_t *blk = j->panel + ((col0 + c) / d->nr) * j->kp * d->nr;
+#ifdef XK_HAVE_AVX512
+        if (j->vnni && c + d->nr < ncols) { /* two blocks in one call (the second may be partial) */
+          xk_qgemm_ukernel2_avx512(mr, j->kp, a + i * j->kp, j->kp, blk, j->kp * d->nr, &q[0][c], GROUP);
+          c += d->nr;
+          continue;
+        }
+#endif
+        d->ukernel(mr, j->kp, a + i * j->kp, j->kp, blk, &q[0][c], GROUP);
+      }
       store_rows(j->o, (const int32_t(*)[GROUP])q, mr, r0 + i, col0, ncols, j->c, j->ldc);
     }
   }
@@ -323,6 +333,7 @@ typedef struct qdjob {
   const xk_output *o;
   uint8_t *c;
   size_t ldc;
+  int vnni; /* AVX-512 VNNI: two panel blocks per micro-kernel call */
 } qdjob;
 
 #ifdef XK_HAVE_AVX2
@@ -338,8 +349,17 @@ static void qdirect_tile(const qdjob *j, size_t r0, size_t rows) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
     for (size_t i = 0; i < rows; i += XK_CONV_MR) {
       const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
-      for (size_t cc = 0; cc < ncols; cc += nr)
-        xk_qconv_ukernel_avx2(mr, px + i, &j->segs, j->panel + ((col0 + cc) / nr) * j->kq * nr, &q[0][cc], GROUP);
+      for (size_t cc = 0; cc < ncols; cc += nr) {
+        const int16_t *blk = j->panel + ((col0 + cc) / nr) * j->kq * nr;
+#ifdef XK_HAVE_AVX512
+        if (j->vnni && cc + nr < ncols) {
+          xk_qconv_ukernel2_avx512(mr, px + i, &j->segs, blk, j->kq * nr, &q[0][cc], GROUP);
+          cc += nr;
+          continue;
+        }
+#endif
+        xk_qconv_ukernel_avx2(mr, px + i, &j->segs, blk, &q[0][cc], GROUP);
+      }
       store_rows(j->o, (const int32_t(*)[GROUP])q, mr, r0 + i, col0, ncols, j->c, j->ldc);
     }
   }
@@ -376,6 +396,9 @@ static xk_status run_qdirect(const xk_conv_shape *s, const xk_qgemm_desc *d, siz
   j.wp = s->pad_l + s->w + s->pad_r;
   j.segs = g0;
   j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+#ifdef XK_HAVE_AVX2
+  j.vnni = xk_use_avx512_vnni();
+#endif
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;
@@ -466,6 +489,9 @@ xk_status xk_qconv2d_run(const xk_conv_shape *s, const void *packed, size_t pack
   j.inv = 1.0f / q.scale;
   j.zp = q.zero_point;
   j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+#ifdef XK_HAVE_AVX2
+  j.vnni = j.d == &xk_qgemm_avx2 && xk_use_avx512_vnni();
+#endif
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;
@@ -515,6 +541,9 @@ xk_status xk_qdense_run(size_t n, size_t k, size_t n_out, const void *packed, si
   j.inv = 1.0f / q.scale;
   j.zp = q.zero_point;
   j.panel = (const int16_t *)((const uint8_t *)packed + XK_PACKED_HEADER);
+#ifdef XK_HAVE_AVX2
+  j.vnni = j.d == &xk_qgemm_avx2 && xk_use_avx512_vnni();
+#endif
   j.o = o;
   j.c = (uint8_t *)out;
   j.ldc = ldc;

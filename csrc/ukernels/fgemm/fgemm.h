@@ -122,6 +122,13 @@ void xk_fconv_ukernel2_avx512(size_t mr, const float *const *x, const xk_conv_se
                               size_t bstride, float *c, size_t ldc, const xk_fstage *st);
 void xk_fgemm_ukernel2_stage_avx512(size_t mr, size_t k, const float *a, size_t lda, const float *b, size_t bstride,
                                     float *c, size_t ldc, const xk_fstage *st);
+/* AVX-512 VNNI (qgemm-avx512.c): the AVX2 int8 kernels (qconv: 6 rows, qgemm: up to 4 rows) over two
+ * panel blocks (b and b + bstride int16; 32 columns of c), identical results (exact int32). The CPU
+ * must have AVX-512 VNNI (xk_cpu_has_avx512_vnni). */
+void xk_qconv_ukernel2_avx512(size_t mr, const int16_t *const *x, const xk_conv_segs *t, const int16_t *b,
+                              size_t bstride, int32_t *c, size_t ldc);
+void xk_qgemm_ukernel2_avx512(size_t mr, size_t kp, const int16_t *a, size_t lda, const int16_t *b, size_t bstride,
+                              int32_t *c, size_t ldc);
 #endif
 
 #ifdef XK_HAVE_AVX2
