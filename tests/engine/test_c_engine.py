@@ -75,12 +75,17 @@ def run(exe, d, runner=(), model="m.xk"):
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 host")
 def test_native_with_sanitizers(model_files, tmp_path):
     d, ref = model_files
-    exe = build(need("gcc"), tmp_path / "run_model", defines=["XK_HAVE_AVX2"],
+    exe = build(need("gcc"), tmp_path / "run_model", defines=["XK_HAVE_AVX2", "XK_HAVE_AVX512"],
                 isa_files=[("csrc/ukernels/bgemm/bgemm-avx2.c", ["-mavx2", "-mpopcnt"]),
                            ("csrc/ukernels/fgemm/fgemm-avx2.c", ["-mavx2", "-mfma"]),
-                           ("csrc/ukernels/qgemm/qgemm-avx2.c", ["-mavx2", "-mfma"])],
+                           ("csrc/ukernels/qgemm/qgemm-avx2.c", ["-mavx2", "-mfma"]),
+                           ("csrc/ukernels/bgemm/bgemm-avx512.c",
+                            ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mpopcnt"]),
+                           ("csrc/ukernels/fgemm/fgemm-avx512.c", ["-mavx512f", "-mfma"]),
+                           ("csrc/ukernels/qgemm/qgemm-avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vnni"])],
                 extra=["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"])
-    for isa in ("scalar", "avx2"):
+    # every ISA this CPU runs: on an AVX-512 host the AVX-512 kernels under the sanitizers too
+    for isa in [i for i in ("scalar", "avx2", "avx512") if i in xnorkit.kernels.available_isas()]:
         res = subprocess.run([str(exe), str(d / "m.xk"), str(d / "x.f32"), str(d / "y.f32"), "3"],
                              capture_output=True, text=True, timeout=600, env={**os.environ, "XK_ISA": isa})
         assert res.returncode == 0 and res.stdout.startswith("ok"), res.stdout + res.stderr[-3000:]
