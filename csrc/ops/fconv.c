@@ -102,9 +102,11 @@ typedef struct fjob {
 
 #ifdef XK_HAVE_AVX2
 /* The output stage of columns [col, col + NR) as the AVX2 micro-kernels apply it before their
- * store (fgemm.h xk_fstage): float output with no activation or ReLU; 0 for other stages. */
+ * store (fgemm.h xk_fstage): float or bits output (bits: the sign of the staged value, packed
+ * after the kernel) with no activation or ReLU; 0 for other stages. */
 static int fused_stage(const xk_output *o, size_t col, xk_fstage *st) {
-  if (o->kind != XK_OUT_FLOAT || (o->act.kind != XK_ACT_NONE && o->act.kind != XK_ACT_RELU)) return 0;
+  if ((o->kind != XK_OUT_FLOAT && o->kind != XK_OUT_BITS) || (o->act.kind != XK_ACT_NONE && o->act.kind != XK_ACT_RELU))
+    return 0;
   st->sc = o->scale ? o->scale + col : NULL;
   st->bi = o->bias ? o->bias + col : NULL;
   st->ps = o->post_scale ? o->post_scale + col : NULL;
@@ -177,9 +179,14 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
       if (avx2) { /* in place, or into q (a residual add, a partial block, bits output); the stage in
                    * the kernels when it can be, else after */
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
-        const int staged = fuse && (in_place || j->o->residual);
+        /* bits output, whole blocks: the stage in the kernels, then the signs packed 8 at a time
+         * (the same bits as xk_output_store_f32: !(v >= 0), NaN sets the bit) */
+        const int bits = fuse && j->o->kind == XK_OUT_BITS && ncols % d->nr == 0;
+        const int staged = fuse && (in_place || j->o->residual || bits);
         avx2_tile(j, a + i * lda, lda, mr, col0, ncols, in_place ? y : q[0], in_place ? j->ldc : GROUP, staged);
-        if (j->o->residual) {
+        if (bits) {
+          xk_binarize_rows_avx2(mr, ncols, q[0], GROUP, NULL, NULL, j->c + (r0 + i) * j->ldc + (col0 / 64) * 8, j->ldc);
+        } else if (j->o->residual) {
           store_residual_rows(j, q, mr, r0 + i, col0, ncols, staged);
         } else if (in_place) {
           if (!staged) xk_output_apply_rows(j->o, y, mr, j->ldc, col0, ncols);
@@ -299,6 +306,8 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
     const int in_place = j->o->kind == XK_OUT_FLOAT && !j->o->residual && ncols % nr == 0;
     xk_fstage st;
     const int fuse = in_place && fused_stage(j->o, 0, &st);
+    /* bits output, whole blocks: the stage in the kernels, then the signs packed 8 at a time */
+    const int bits = j->o->kind == XK_OUT_BITS && ncols % nr == 0 && fused_stage(j->o, 0, &st);
     for (size_t i = 0; i < rows; i += XK_CONV_MR) {
       const size_t mr = rows - i < XK_CONV_MR ? rows - i : XK_CONV_MR;
       const float *const *x = px + i;
@@ -321,15 +330,21 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
         continue;
       }
       for (size_t cc = 0; cc < ncols; cc += nr) {
+        if (bits) fused_stage(j->o, col0 + cc, &st);
 #ifdef XK_HAVE_AVX512
         if (j->avx512 && cc + nr < ncols) {
           xk_fconv_ukernel2_avx512(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, j->k * nr, &q[0][cc],
-                                   GROUP, NULL);
+                                   GROUP, bits ? &st : NULL);
           cc += nr;
           continue;
         }
 #endif
-        xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP, NULL);
+        xk_fconv_ukernel_avx2(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, &q[0][cc], GROUP,
+                              bits ? &st : NULL);
+      }
+      if (bits) {
+        xk_binarize_rows_avx2(mr, ncols, q[0], GROUP, NULL, NULL, j->c + (r0 + i) * j->ldc + (col0 / 64) * 8, j->ldc);
+        continue;
       }
       if (j->o->residual) {
         store_residual_rows(j, q, mr, r0 + i, col0, ncols, 0);

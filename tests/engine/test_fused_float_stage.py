@@ -13,7 +13,7 @@ import pytest
 import xnorkit.kernels as xk
 from xnorkit import _core
 
-from engine_util import ACT, conv_shape
+from engine_util import ACT, conv_shape, pad_bits_of, unpack_pm1
 
 ops = _core.ops
 ISAS = xk.available_isas()
@@ -107,3 +107,49 @@ def test_dense_one_row_matches_float64():
         with xk.use_isa(isa):
             got = ops.dense(w, x, {"kind": "float"})
         np.testing.assert_allclose(got, x.astype(np.float64) @ w.T, rtol=1e-5, atol=1e-4 * np.sqrt(512))
+
+
+def bits_ref(staged: np.ndarray) -> np.ndarray:
+    """Packed signs of the staged float output: bit = !(v >= 0) (NaN sets it, -0 does not)."""
+    with np.errstate(invalid="ignore"):
+        return ~(staged >= 0)
+
+
+BITS_COMBOS = [c for c in COMBOS if len(c) <= 2 or c == PARTS]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CONVS)
+def test_conv2d_bits_output_matches_staged_float(case, isa):
+    """Bits output of a float convolution (BinaryNet's first layer feeding a binary one): the
+    stage inside the micro-kernels and the signs packed 8 at a time where the blocks are whole,
+    the portable path elsewhere; the same bits as the sign of the float output, padding zero."""
+    n, h, w, c, oc, kh, kw, s, pads = case
+    rng = np.random.default_rng(h * 5 + oc)
+    x = rng.normal(size=(n, h, w, c)).astype(np.float32)
+    x.reshape(-1)[5] = np.nan
+    wt = rng.normal(size=(oc, kh, kw, c)).astype(np.float32)
+    shape = conv_shape(n, h, w, c, oc, kh, kw, s, s, 1, 1, *pads)
+    with xk.use_isa(isa):
+        plain = ops.conv2d(shape, wt, x, {"kind": "float"}, 1)
+        for parts in BITS_COMBOS:
+            d = stage_of(parts, oc, rng)
+            got = ops.conv2d(shape, wt, x, dict(d, kind="bits"), 1)
+            want = bits_ref(stage_ref(plain, d)).reshape(-1, oc)
+            np.testing.assert_array_equal(unpack_pm1(got, oc).reshape(-1, oc) < 0, want, f"{isa} {parts}")
+            assert not pad_bits_of(got.reshape(-1, got.shape[-1]), oc).any()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows,k,n_out", [(1, 300, 128), (7, 37, 64), (13, 64, 130), (6, 5, 16)])
+def test_dense_bits_output_matches_staged_float(isa, rows, k, n_out):
+    rng = np.random.default_rng(rows * 3 + k)
+    x = rng.normal(size=(rows, k)).astype(np.float32)
+    w = rng.normal(size=(n_out, k)).astype(np.float32)
+    with xk.use_isa(isa):
+        plain = ops.dense(w, x, {"kind": "float"})
+        for parts in BITS_COMBOS:
+            d = stage_of(parts, n_out, rng)
+            got = ops.dense(w, x, dict(d, kind="bits"))
+            np.testing.assert_array_equal(unpack_pm1(got, n_out) < 0, bits_ref(stage_ref(plain, d)), f"{isa} {parts}")
+            assert not pad_bits_of(got, n_out).any()
