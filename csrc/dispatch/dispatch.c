@@ -58,8 +58,14 @@ static int cpu_has(xk_isa isa) {
 
 int xk_cpu_has_avx512_vnni(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(XK_EMULATE_AVX512)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512vnni");
+  static _Atomic int has = -1; /* asked once per op call: cached */
+  int h = atomic_load(&has);
+  if (h < 0) {
+    __builtin_cpu_init();
+    h = __builtin_cpu_supports("avx512vnni") != 0;
+    atomic_store(&has, h);
+  }
+  return h;
 #else
   return 0;
 #endif
