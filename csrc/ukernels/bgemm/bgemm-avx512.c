@@ -30,9 +30,19 @@ static void pack_f32(const float *x, size_t k, uint64_t *out) {
     }
     out[w] = word;
   }
-  if (full < kw) {
+  if (full < kw) { /* the last k % 64 values (C = 32 pixels are all tail) */
+    const float *p = x + full * 64;
+    const size_t rest = k - full * 64;
     uint64_t word = 0;
-    for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(!(x[i] >= 0.0f)) << (i - full * 64);
+#ifndef XK_EMULATE_AVX512
+    for (size_t i = 0; i < rest; i += 16) { /* 16 at a time, masked loads */
+      const size_t n = rest - i < 16 ? rest - i : 16;
+      const xk_mask16 m = (xk_mask16)((1u << n) - 1u);
+      word |= (uint64_t)_mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, p + i), zero, _CMP_NGE_UQ) << i;
+    }
+#else /* SIMDe has no masked loads: the same bits one value at a time */
+    for (size_t i = 0; i < rest; i++) word |= (uint64_t)(!(p[i] >= 0.0f)) << i;
+#endif
     out[full] = word;
   }
 }
@@ -41,10 +51,15 @@ static void pack_i8(const int8_t *x, size_t k, uint64_t *out) {
   size_t kw = xk_div_up(k, 64), full = k / 64;
   for (size_t w = 0; w < full; w++)
     out[w] = (uint64_t)_mm512_movepi8_mask(_mm512_loadu_si512((const void *)(x + w * 64)));
-  if (full < kw) {
+  if (full < kw) { /* the last k % 64 values */
+#ifndef XK_EMULATE_AVX512
+    const uint64_t m = (UINT64_C(1) << (k - full * 64)) - 1; /* one masked load */
+    out[full] = (uint64_t)_mm512_movepi8_mask(_mm512_maskz_loadu_epi8(m, (const void *)(x + full * 64))) & m;
+#else /* SIMDe has no masked loads */
     uint64_t word = 0;
     for (size_t i = full * 64; i < k; i++) word |= (uint64_t)(x[i] < 0) << (i - full * 64);
     out[full] = word;
+#endif
   }
 }
 
