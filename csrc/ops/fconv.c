@@ -303,7 +303,8 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
   float q[XK_CONV_MR][GROUP];
   for (size_t g = 0; g < j->ngroups; g++) {
     const size_t col0 = g * GROUP, ncols = j->n - col0 < GROUP ? j->n - col0 : GROUP;
-    const int in_place = j->o->kind == XK_OUT_FLOAT && !j->o->residual && ncols % nr == 0;
+    /* float output written in place by the kernels: whole blocks, or any block with AVX-512 (masked) */
+    const int in_place = j->o->kind == XK_OUT_FLOAT && !j->o->residual && (ncols % nr == 0 || j->avx512);
     xk_fstage st;
     const int fuse = in_place && fused_stage(j->o, 0, &st);
     /* bits output, whole blocks: the stage in the kernels, then the signs packed 8 at a time */
@@ -316,10 +317,15 @@ static void direct_tile(const fjob *j, size_t r0, size_t rows) {
         for (size_t cc = 0; cc < ncols; cc += nr) {
           if (fuse) fused_stage(j->o, col0 + cc, &st);
 #ifdef XK_HAVE_AVX512
-          if (j->avx512 && cc + nr < ncols) {
+          if (j->avx512 && cc + 2 * nr <= ncols) { /* two whole blocks */
             xk_fconv_ukernel2_avx512(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr, j->k * nr, y + cc,
                                      j->ldc, fuse ? &st : NULL);
             cc += nr;
+            continue;
+          }
+          if (j->avx512) { /* a lone last block, whole or partial: masked */
+            xk_fconv_ukernel1_avx512(mr, x, &j->segs, j->panel + ((col0 + cc) / nr) * j->k * nr,
+                                     ncols - cc < nr ? ncols - cc : nr, y + cc, j->ldc, fuse ? &st : NULL);
             continue;
           }
 #endif

@@ -122,6 +122,10 @@ void xk_fconv_ukernel2_avx512(size_t mr, const float *const *x, const xk_conv_se
                               size_t bstride, float *c, size_t ldc, const xk_fstage *st);
 void xk_fgemm_ukernel2_stage_avx512(size_t mr, size_t k, const float *a, size_t lda, const float *b, size_t bstride,
                                     float *c, size_t ldc, const xk_fstage *st);
+/* The direct-convolution kernel on one block, its first n <= 16 columns only: stage values read
+ * and outputs written for those columns (masked), bit-identical to the AVX2 kernel's columns. */
+void xk_fconv_ukernel1_avx512(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, size_t n,
+                              float *c, size_t ldc, const xk_fstage *st);
 /* AVX-512 VNNI (qgemm-avx512.c): the AVX2 int8 kernels (qconv: 6 rows, qgemm: up to 4 rows) over two
  * panel blocks (b and b + bstride int16; 32 columns of c), identical results (exact int32). The CPU
  * must have AVX-512 VNNI (xk_cpu_has_avx512_vnni). */
