@@ -34,7 +34,7 @@ def cpu_name() -> str:
         pass
     if "model name" not in info:
         return platform.processor() or platform.machine()
-    flags = cpu_flags()
+    flags = set(info.get("flags", "").split())
     isa = ("AVX-512 VPOPCNTDQ" if "avx512_vpopcntdq" in flags else "AVX2" if "avx2" in flags
            else "NEON" if "asimd" in flags else "")
     extra = [f"family {info['cpu family']}, model {info['model']}"] if "cpu family" in info else []

@@ -179,10 +179,11 @@ static void gemm_rows(const fjob *j, const float *a, size_t lda, size_t r0, size
       if (avx2) { /* in place, or into q (a residual add, a partial block, bits output); the stage in
                    * the kernels when it can be, else after */
         float *y = (float *)j->c + (r0 + i) * j->ldc + col0;
-        /* bits output, whole blocks: the stage in the kernels, then the signs packed 8 at a time
-         * (the same bits as xk_output_store_f32: !(v >= 0), NaN sets the bit) */
-        const int bits = fuse && j->o->kind == XK_OUT_BITS && ncols % d->nr == 0;
-        const int staged = fuse && (in_place || j->o->residual || bits);
+        /* The stage in the kernels for whole blocks only: they read NR stage values per block.
+         * Bits output: then the signs packed 8 at a time (the same bits as xk_output_store_f32:
+         * !(v >= 0), NaN sets the bit). */
+        const int staged = fuse && ncols % d->nr == 0 && (in_place || j->o->residual || j->o->kind == XK_OUT_BITS);
+        const int bits = staged && j->o->kind == XK_OUT_BITS;
         avx2_tile(j, a + i * lda, lda, mr, col0, ncols, in_place ? y : q[0], in_place ? j->ldc : GROUP, staged);
         if (bits) {
           xk_binarize_rows_avx2(mr, ncols, q[0], GROUP, NULL, NULL, j->c + (r0 + i) * j->ldc + (col0 / 64) * 8, j->ldc);

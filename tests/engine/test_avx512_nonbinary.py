@@ -10,6 +10,8 @@ kernels are plain intrinsics; there is no emulated build of these ops)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,8 @@ from engine_util import conv_shape
 ops = _core.ops
 pytestmark = pytest.mark.skipif(not {"avx2", "avx512"} <= set(xk.available_isas()),
                                 reason="needs a CPU with AVX2 and AVX-512")
-VNNI = "avx512_vnni" in open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else False
+CPUINFO = Path("/proc/cpuinfo")
+VNNI = CPUINFO.exists() and "avx512_vnni" in CPUINFO.read_text()
 
 OCS = [1, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 100, 130]
 

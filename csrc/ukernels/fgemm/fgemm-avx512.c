@@ -3,9 +3,9 @@
  * loads (one per block), 6 broadcasts and 12 FMAs of 16 lanes. A lone last block takes the 6 x 16
  * tile in 6 zmm (one FMA chain per row: 6 chains of 16 lanes instead of AVX2's 12 of 8) with
  * masked stage loads and stores, so a partial block (fewer than 16 channels left) is written in
- * place too. Each output column is the same
- * chain of FMAs in k order as in the AVX2 kernel (fgemm-avx2.c), and the output stage the same
- * operations, so the two are bit-identical; the panels are the AVX2 ones ([k][16] per block).
+ * place too. Each output column is the same chain of FMAs in k order as in the AVX2 kernel
+ * (fgemm-avx2.c), and the output stage the same operations, so the two are bit-identical; the
+ * panels are the AVX2 ones ([k][16] per block).
  * Built with -mavx512f -mfma. */
 #include <immintrin.h>
 
@@ -14,13 +14,14 @@
 #define MR 6
 #define NR 16 /* floats per panel block row: one zmm */
 
-/* The output stage (fgemm.h xk_fstage) on one accumulator of 16 columns at column offset o. */
-static inline __m512 stage16(const xk_fstage *st, size_t o, __m512 v) {
-  if (st->sc) v = _mm512_mul_ps(_mm512_loadu_ps(st->sc + o), v);
-  if (st->bi) v = _mm512_add_ps(v, _mm512_loadu_ps(st->bi + o));
+/* The output stage (fgemm.h xk_fstage) on one accumulator: the 16 columns from offset o, of which
+ * those in mask m (masked loads: no stage value read past them; 0xffff for a whole block). */
+static inline __m512 stage16(const xk_fstage *st, size_t o, __mmask16 m, __m512 v) {
+  if (st->sc) v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, st->sc + o), v);
+  if (st->bi) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, st->bi + o));
   if (st->relu) v = _mm512_max_ps(v, _mm512_setzero_ps()); /* NaN and -0 -> +0, as v > 0 ? v : 0 */
-  if (st->ps) v = _mm512_mul_ps(v, _mm512_loadu_ps(st->ps + o));
-  if (st->pb) v = _mm512_add_ps(v, _mm512_loadu_ps(st->pb + o));
+  if (st->ps) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, st->ps + o));
+  if (st->pb) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, st->pb + o));
   return v;
 }
 
@@ -48,12 +49,12 @@ void xk_fconv_ukernel2_avx512(size_t mr, const float *const *x, const xk_conv_se
       }
     }
   if (st) { /* rows >= mr repeat row mr - 1 and are not stored */
-    c00 = stage16(st, 0, c00); c01 = stage16(st, NR, c01);
-    if (mr > 1) { c10 = stage16(st, 0, c10); c11 = stage16(st, NR, c11); }
-    if (mr > 2) { c20 = stage16(st, 0, c20); c21 = stage16(st, NR, c21); }
-    if (mr > 3) { c30 = stage16(st, 0, c30); c31 = stage16(st, NR, c31); }
-    if (mr > 4) { c40 = stage16(st, 0, c40); c41 = stage16(st, NR, c41); }
-    if (mr > 5) { c50 = stage16(st, 0, c50); c51 = stage16(st, NR, c51); }
+    c00 = stage16(st, 0, 0xffff, c00); c01 = stage16(st, NR, 0xffff, c01);
+    if (mr > 1) { c10 = stage16(st, 0, 0xffff, c10); c11 = stage16(st, NR, 0xffff, c11); }
+    if (mr > 2) { c20 = stage16(st, 0, 0xffff, c20); c21 = stage16(st, NR, 0xffff, c21); }
+    if (mr > 3) { c30 = stage16(st, 0, 0xffff, c30); c31 = stage16(st, NR, 0xffff, c31); }
+    if (mr > 4) { c40 = stage16(st, 0, 0xffff, c40); c41 = stage16(st, NR, 0xffff, c41); }
+    if (mr > 5) { c50 = stage16(st, 0, 0xffff, c50); c51 = stage16(st, NR, 0xffff, c51); }
   }
   _mm512_storeu_ps(c, c00); _mm512_storeu_ps(c + NR, c01);
   if (mr > 1) { _mm512_storeu_ps(c + ldc, c10); _mm512_storeu_ps(c + ldc + NR, c11); }
@@ -61,17 +62,6 @@ void xk_fconv_ukernel2_avx512(size_t mr, const float *const *x, const xk_conv_se
   if (mr > 3) { _mm512_storeu_ps(c + 3 * ldc, c30); _mm512_storeu_ps(c + 3 * ldc + NR, c31); }
   if (mr > 4) { _mm512_storeu_ps(c + 4 * ldc, c40); _mm512_storeu_ps(c + 4 * ldc + NR, c41); }
   if (mr > 5) { _mm512_storeu_ps(c + 5 * ldc, c50); _mm512_storeu_ps(c + 5 * ldc + NR, c51); }
-}
-
-/* The output stage on the first n <= 16 columns of one accumulator (masked loads: nothing read past
- * the n stage values). */
-static inline __m512 stage16_masked(const xk_fstage *st, __mmask16 m, __m512 v) {
-  if (st->sc) v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, st->sc), v);
-  if (st->bi) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, st->bi));
-  if (st->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-  if (st->ps) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, st->ps));
-  if (st->pb) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, st->pb));
-  return v;
 }
 
 void xk_fconv_ukernel1_avx512(size_t mr, const float *const *x, const xk_conv_segs *t, const float *b, size_t n,
@@ -96,12 +86,12 @@ void xk_fconv_ukernel1_avx512(size_t mr, const float *const *x, const xk_conv_se
       }
     }
   if (st) {
-    c0 = stage16_masked(st, m, c0);
-    if (mr > 1) c1 = stage16_masked(st, m, c1);
-    if (mr > 2) c2 = stage16_masked(st, m, c2);
-    if (mr > 3) c3 = stage16_masked(st, m, c3);
-    if (mr > 4) c4 = stage16_masked(st, m, c4);
-    if (mr > 5) c5 = stage16_masked(st, m, c5);
+    c0 = stage16(st, 0, m, c0);
+    if (mr > 1) c1 = stage16(st, 0, m, c1);
+    if (mr > 2) c2 = stage16(st, 0, m, c2);
+    if (mr > 3) c3 = stage16(st, 0, m, c3);
+    if (mr > 4) c4 = stage16(st, 0, m, c4);
+    if (mr > 5) c5 = stage16(st, 0, m, c5);
   }
   _mm512_mask_storeu_ps(c, m, c0);
   if (mr > 1) _mm512_mask_storeu_ps(c + ldc, m, c1);
